@@ -1,0 +1,163 @@
+"""Command line: turns arguments into a rig and calls the stage that does the work.
+
+Every error the user can cause ends as one line on stderr and an exit code: 2 for usage
+errors (bad arguments, rig files, inputs), 1 for failures during a run, 130 after Ctrl-C
+during start-up. Tracebacks are only for bugs.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from streamfuse.errors import StreamfuseError, UsageError
+
+EPILOG = "Rig files are described in README.md; start with rigs/demo.yaml (no cameras needed)."
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except StreamfuseError as exc:
+        print(f"streamfuse: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("streamfuse: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from streamfuse.fuse import FUSION_MODES
+    from streamfuse.fuse.palettes import PALETTES
+
+    modes = ", ".join(FUSION_MODES)
+    p = argparse.ArgumentParser(prog="streamfuse", epilog=EPILOG,
+                                description="Real-time infrared + visible video fusion.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a rig: capture, align, fuse, record", epilog=EPILOG)
+    r.add_argument("rig", type=Path, help="rig file, e.g. rigs/demo.yaml")
+    limit = r.add_mutually_exclusive_group()
+    limit.add_argument("--frames", type=_positive_int, metavar="N", help="stop after N fused frames")
+    limit.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
+    r.add_argument("--record", type=Path, metavar="OUT.mp4", help="also record the fused video to this MP4 file")
+    r.add_argument("--mode", metavar="NAME", help=f"fusion mode, overriding the rig ({modes})")
+    r.add_argument("--quiet", action="store_true", help="no progress line")
+    r.set_defaults(handler=_cmd_run)
+
+    f = sub.add_parser("fuse", help="fuse still images: one IR/visible pair, or two folders of pairs",
+                       description="Fuse IR and visible stills. IR may be 8-bit (PNG/JPG) or 16-bit "
+                                   "(PNG/TIFF). With two folders, pairs are matched by file name.")
+    f.add_argument("ir", type=Path, help="IR image or folder")
+    f.add_argument("vis", type=Path, help="visible image or folder")
+    f.add_argument("-o", "--output", type=Path, required=True, help="output image, or folder for folders")
+    f.add_argument("--mode", default="pyramid", help=f"fusion mode ({modes}); default pyramid")
+    f.add_argument("--palette", default="ironbow", help=f"IR palette ({', '.join(PALETTES)}); default ironbow")
+    f.add_argument("--calibration", type=Path, help="calibration file when the images are not aligned")
+    f.set_defaults(handler=_cmd_fuse)
+
+    c = sub.add_parser("check", help="validate a rig file and the files it names, opening no device")
+    c.add_argument("rig", type=Path)
+    c.set_defaults(handler=_cmd_check)
+
+    b = sub.add_parser("bench", help="throughput and per-stage timings beside the I/O floor")
+    b.add_argument("rig", type=Path)
+    b.add_argument("--frames", type=_positive_int, default=300, metavar="N", help="fused frames per run (300)")
+    b.add_argument("--modes", default=modes.replace(" ", ""), help=f"comma-separated modes (default: {modes})")
+    b.set_defaults(handler=_cmd_bench)
+    return p
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return int(text)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _cmd_run(args) -> int:
+    from streamfuse.pipeline import run
+    from streamfuse.progress import print_summary, progress_printer
+    from streamfuse.rig import load_rig
+
+    rig = load_rig(args.rig)
+    if args.mode:
+        rig = rig.with_mode(args.mode)
+    if args.record:
+        rig = rig.with_recording(args.record)
+    stop = threading.Event()
+    _on_signals(stop)
+    printer = None if args.quiet else progress_printer()
+    try:
+        report = run(rig, max_frames=args.frames, duration_s=args.duration, stop=stop, on_progress=printer)
+    except StreamfuseError as exc:
+        if getattr(exc, "report", None) is not None:
+            print_summary(rig, exc.report)
+        raise
+    print_summary(rig, report)
+    return 0
+
+
+def _on_signals(stop: threading.Event) -> None:
+    """Ctrl-C or SIGTERM asks the loop to stop; a second Ctrl-C interrupts at once."""
+    def handler(signum, frame):
+        stop.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _cmd_fuse(args) -> int:
+    from streamfuse.stills import fuse_stills
+
+    written = fuse_stills(args.ir, args.vis, args.output, mode=args.mode, palette=args.palette,
+                          calibration=args.calibration)
+    print(f"wrote {written} fused image{'s' if written != 1 else ''} to {args.output}")
+    return 0
+
+
+def _cmd_check(args) -> int:
+    from streamfuse.pipeline import open_rig_sources
+    from streamfuse.rig import load_rig
+
+    rig = load_rig(args.rig)
+    ir, vis, registrar = open_rig_sources(rig)
+    ir.close()
+    vis.close()
+    cal = rig.calibration_path or "none (cameras coincide)"
+    print(f"{args.rig}: OK\n  {ir.describe()}\n  {vis.describe()}\n  calibration: {cal}\n"
+          f"  fusion: {rig.fusion.mode}, palette {rig.fusion.palette}\n"
+          f"  sinks: {', '.join(s.type for s in rig.sinks) or 'none'}")
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from streamfuse.bench import bench
+    from streamfuse.rig import load_rig
+
+    rig = load_rig(args.rig)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes:
+        raise UsageError("--modes: name at least one fusion mode")
+    for mode in modes:
+        rig.with_mode(mode)  # validates the name before any run starts
+    print(bench(rig, modes, args.frames))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

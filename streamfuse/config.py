@@ -1,0 +1,136 @@
+"""Strict building of typed config dataclasses from parsed YAML.
+
+Every component declares one frozen dataclass; `build(cls, data, where)` fills it from a
+mapping, rejecting unknown keys, wrong types and (through the dataclass's own
+`__post_init__`, which raises ValueError) impossible values. Errors carry the dotted key
+path so the rig loader can print one line: file, key, what was expected, how to fix it.
+
+Supported field types: bool, int, float, str, Path, Literal[...], X | None,
+tuple[X, ...] of fixed length, list[X], and nested config dataclasses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+
+class ConfigError(ValueError):
+    """A value in a config mapping is wrong; `key` is its dotted path."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}" if key else message)
+        self.key = key
+        self.message = message
+
+
+def build(cls: type, data: Any, where: str = "") -> Any:
+    """Return `cls(**data)` after checking every key and value against `cls`'s fields."""
+    if not isinstance(data, dict):
+        raise ConfigError(where, f"expected a mapping of {_field_list(cls)}, got {_describe(data)}")
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(path, f"unknown key{_suggest(str(key), fields)}; allowed here: {_field_list(cls)}")
+        kwargs[key] = _convert(hints[key], value, path)
+    missing = [name for name, f in fields.items() if name not in kwargs and _is_required(f)]
+    if missing:
+        raise ConfigError(f"{where}.{missing[0]}" if where else missing[0], "missing required key")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as exc:
+        # __post_init__ messages start with the field name they are about, when they can.
+        field = str(exc).split(":", 1)[0]
+        if field in fields:
+            raise ConfigError(f"{where}.{field}" if where else field, str(exc).split(":", 1)[1].strip()) from None
+        raise ConfigError(where, str(exc)) from None
+
+
+def _is_required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _convert(hint: Any, value: Any, path: str) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(inner[0], value, path)
+        raise TypeError(f"unsupported union {hint}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(path, f"expected one of {', '.join(map(repr, args))}, got {_describe(value)}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(path, f"expected a list of {len(args)} values, got {_describe(value)}")
+        return tuple(_convert(a, v, f"{path}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(path, f"expected a list, got {_describe(value)}")
+        return [_convert(args[0], v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(hint):
+        return build(hint, value, path)
+    return _convert_scalar(hint, value, path)
+
+
+def _convert_scalar(hint: Any, value: Any, path: str) -> Any:
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(path, f"expected true or false, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(path, f"expected a whole number, got {_describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(path, f"expected a number, got {_describe(value)}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected text, got {_describe(value)}")
+        return value
+    if hint is Path:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(path, f"expected a file path, got {_describe(value)}")
+        return Path(value)
+    if hint is Any:
+        return value
+    raise TypeError(f"unsupported config field type {hint!r} at {path}")
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _field_list(cls: type) -> str:
+    return ", ".join(f.name for f in dataclasses.fields(cls) if f.init)
+
+
+def _suggest(key: str, known: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_range(name: str, value: float, low: float, high: float) -> None:
+    """Raise ValueError('name: ...') unless low <= value <= high; for __post_init__."""
+    if not low <= value <= high:
+        raise ValueError(f"{name}: expected a value from {low} to {high}, got {value}")

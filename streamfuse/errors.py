@@ -1,0 +1,30 @@
+"""Exceptions named after the failure. The CLI prints `str(exc)` as one line, no traceback.
+
+`UsageError` and its subclasses mean the user can fix it before running (exit code 2);
+`RuntimeFailure` means the run started and something broke on the way (exit code 1),
+after everything already fused has been written out.
+"""
+
+
+class StreamfuseError(Exception):
+    """Base of every error streamfuse reports to the user as one line."""
+
+    exit_code = 1
+
+
+class UsageError(StreamfuseError):
+    """A command line, rig file, calibration file or input that cannot work as given."""
+
+    exit_code = 2
+
+
+class RigError(UsageError):
+    """A rig file is malformed: unknown key, wrong type, impossible value, missing file."""
+
+
+class SourceError(UsageError):
+    """A camera, stream or file cannot be opened or does not deliver what the rig says."""
+
+
+class RuntimeFailure(StreamfuseError):
+    """The pipeline ran and then failed (a corrupt video, a full disk, a dead camera)."""

@@ -1,0 +1,159 @@
+"""Rig files: one YAML file describes the two cameras, their alignment, fusion and outputs.
+
+`load_rig(path)` returns a `RigConfig` or raises `RigError` with one line naming the file,
+the key, what was expected and how to fix it. Every path in a rig file is relative to the
+rig file's folder. Top-level keys:
+
+    name: text                 # shown in logs; defaults to the file name
+    sources: {ir: SOURCE, vis: SOURCE}   # SOURCE has `type: synthetic | replay`
+    scene: {seed, night, people, vehicles}   # only for synthetic sources
+    calibration: FILE | null   # H_vis_from_ir; null when both cameras already coincide
+    sync: {tolerance_ms}
+    fusion: {mode, palette, strength, detail_radius, levels}
+    sinks: [{type: mp4, path, ...}, {type: "null"}]
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from streamfuse.capture import SOURCE_TYPES, SourceConfig
+from streamfuse.capture.replay import ReplayConfig
+from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
+from streamfuse.config import ConfigError, build, check_range
+from streamfuse.errors import RigError
+from streamfuse.fuse import FusionConfig
+from streamfuse.register import Calibration, load_calibration
+from streamfuse.sinks import SINK_TYPES, Mp4SinkConfig, SinkConfig
+
+TOP_LEVEL_KEYS = ("name", "sources", "scene", "calibration", "sync", "fusion", "sinks")
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """How IR and visible frames are paired (rig key `sync`)."""
+
+    #: A visible frame whose nearest IR frame is further away than this is dropped.
+    tolerance_ms: float = 20.0
+
+    def __post_init__(self):
+        check_range("tolerance_ms", self.tolerance_ms, 0.1, 1000)
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    path: Path
+    name: str
+    ir: SourceConfig
+    vis: SourceConfig
+    calibration_path: Path | None
+    calibration: Calibration | None
+    scene: SceneConfig = field(default_factory=SceneConfig)
+    sync: SyncConfig = field(default_factory=SyncConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    sinks: tuple[SinkConfig, ...] = ()
+
+    def with_mode(self, mode: str) -> "RigConfig":
+        """The same rig with another fusion mode (the CLI's --mode)."""
+        try:
+            return dataclasses.replace(self, fusion=dataclasses.replace(self.fusion, mode=mode))
+        except ValueError as exc:
+            raise RigError(f"--mode: {str(exc).split(':', 1)[-1].strip()}") from None
+
+    def with_recording(self, path: Path) -> "RigConfig":
+        """The same rig with one more MP4 sink (the CLI's --record)."""
+        return dataclasses.replace(self, sinks=self.sinks + (Mp4SinkConfig(path=path),))
+
+
+def load_rig(path: str | Path) -> RigConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise RigError(f"{path}: rig file not found; give the path of a rig YAML file (see rigs/)")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise RigError(f"{path}: not valid YAML{where}; fix the syntax (indentation, colons, quotes)") from None
+    try:
+        return _parse(path, data)
+    except ConfigError as exc:
+        raise RigError(f"{path}: {exc}") from None
+
+
+def _parse(path: Path, data: object) -> RigConfig:
+    if not isinstance(data, dict):
+        raise ConfigError("", f"expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
+    for key in data:
+        if key not in TOP_LEVEL_KEYS:
+            raise ConfigError(str(key), f"unknown key; allowed at the top level: {', '.join(TOP_LEVEL_KEYS)}")
+    base = path.parent
+    sources = data.get("sources")
+    if not isinstance(sources, dict) or set(sources) != {"ir", "vis"}:
+        raise ConfigError("sources", "expected a mapping with exactly two entries, ir: and vis:")
+    ir = _resolve(base, _source(sources["ir"], "sources.ir"), "sources.ir")
+    vis = _resolve(base, _source(sources["vis"], "sources.vis"), "sources.vis")
+    _check_pair(ir, vis)
+    if "calibration" not in data:
+        raise ConfigError("calibration", "missing; name the calibration file, or write `calibration: null` "
+                                         "if the two cameras already see the same pixels")
+    cal_path, cal = None, None
+    if data["calibration"] is not None:
+        if not isinstance(data["calibration"], str):
+            raise ConfigError("calibration", "expected a file path or null")
+        cal_path = base / data["calibration"]
+        cal = load_calibration(cal_path)
+    sinks = data.get("sinks") or []
+    if not isinstance(sinks, list):
+        raise ConfigError("sinks", "expected a list of sinks, e.g. [{type: mp4, path: out.mp4}]")
+    return RigConfig(
+        path=path, name=str(data.get("name") or path.stem), ir=ir, vis=vis,
+        calibration_path=cal_path, calibration=cal,
+        scene=build(SceneConfig, data.get("scene") or {}, "scene"),
+        sync=build(SyncConfig, data.get("sync") or {}, "sync"),
+        fusion=build(FusionConfig, data.get("fusion") or {}, "fusion"),
+        sinks=tuple(_resolve(base, _typed(SINK_TYPES, s, f"sinks[{i}]"), f"sinks[{i}]") for i, s in enumerate(sinks)),
+    )
+
+
+def _source(data: object, where: str) -> SourceConfig:
+    return _typed(SOURCE_TYPES, data, where)
+
+
+def _typed(types: dict[str, type], data: object, where: str):
+    if not isinstance(data, dict) or "type" not in data:
+        raise ConfigError(where, f"expected a mapping with a `type:` ({' | '.join(types)})")
+    kind = data["type"]
+    if kind not in types:
+        raise ConfigError(f"{where}.type", f"unknown type {kind!r}; expected one of {', '.join(types)}")
+    return build(types[kind], data, where)
+
+
+def _resolve(base: Path, cfg, where: str):
+    """Make the config's `path` relative to the rig file, checking that inputs exist."""
+    if not hasattr(cfg, "path"):
+        return cfg
+    path = cfg.path if cfg.path.is_absolute() else base / cfg.path
+    if isinstance(cfg, ReplayConfig) and not path.exists():
+        raise ConfigError(f"{where}.path", f"{path} does not exist; fix the path (relative to the rig file)")
+    if isinstance(cfg, Mp4SinkConfig) and not path.parent.is_dir():
+        raise ConfigError(f"{where}.path", f"folder {path.parent} does not exist; create it or change the path")
+    return dataclasses.replace(cfg, path=path)
+
+
+def _check_pair(ir: SourceConfig, vis: SourceConfig) -> None:
+    if isinstance(ir, SyntheticConfig) != isinstance(vis, SyntheticConfig):
+        raise ConfigError("sources", "a synthetic camera must be paired with another synthetic camera")
+    if ir.pixel_format == "bgr24":
+        raise ConfigError("sources.ir.pixel_format", "an IR source delivers gray8 or gray16, not bgr24")
+    if vis.pixel_format in ("gray8", "gray16"):
+        raise ConfigError("sources.vis.pixel_format", "a visible source delivers bgr24 (use auto)")
+    if _paced(ir) != _paced(vis):
+        raise ConfigError("sources", "both sources must use the same pace (both live/recorded, or both fast)")
+
+
+def _paced(cfg: SourceConfig) -> bool:
+    return cfg.pace in ("realtime", "recorded")

@@ -1,0 +1,121 @@
+"""Pairing: each visible frame with the IR frame nearest to it in capture time.
+
+The output follows the visible camera (one fused frame per visible frame), so a 9 Hz thermal
+core paired with a 30 Hz visible camera reuses each IR frame for about three visible frames,
+and the extra frames of a 30 Hz IR camera beside a 25 Hz visible one are skipped.
+
+`Pairer` has no threads and no clock of its own. It must be fed frames of both cameras in
+capture-time order (the main loop merges the two streams). A visible frame is decided as
+soon as no later IR frame can be nearer to it: when an IR frame at or after it arrives, or
+when time has moved on (a later frame of either camera, or `advance(t_ns)`) by more than the
+distance to the best IR frame so far, or by more than the tolerance. A visible frame whose
+nearest IR frame is further than the tolerance is dropped and counted.
+"""
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamfuse.frames import Frame, FramePair
+
+#: Skews kept for the distribution in the summary (the most recent ones).
+SKEW_HISTORY = 4096
+
+
+@dataclass
+class SyncStats:
+    """Counters for the progress line and the summary."""
+
+    pairs: int = 0
+    unmatched_vis: int = 0   # visible frames with no IR frame within the tolerance
+    ir_frames: int = 0       # IR frames seen
+    paired_ir: int = 0       # distinct IR frames used in a pair
+    reused_ir: int = 0       # pairs whose IR frame had already been paired (slow IR camera)
+    late: int = 0            # frames that arrived after later frames had been paired
+    skews_ns: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SKEW_HISTORY))
+
+    @property
+    def unused_ir(self) -> int:
+        """IR frames never paired (a faster IR camera, or IR frames around a visible stall)."""
+        return self.ir_frames - self.paired_ir
+
+    def skew_summary_ms(self) -> dict[str, float]:
+        """Mean, median, 95th percentile and maximum of |skew| in milliseconds."""
+        if not self.skews_ns:
+            return {"mean": 0.0, "p50": 0.0, "p95": 0.0, "max": 0.0}
+        a = np.abs(np.fromiter(self.skews_ns, dtype=np.int64)) / 1e6
+        return {"mean": float(a.mean()), "p50": float(np.median(a)),
+                "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+
+
+class Pairer:
+    def __init__(self, tolerance_ns: int):
+        if tolerance_ns <= 0:
+            raise ValueError(f"tolerance must be positive, got {tolerance_ns} ns")
+        self.tolerance_ns = tolerance_ns
+        self.stats = SyncStats()
+        self._last_ir: Frame | None = None
+        self._last_paired_ir: Frame | None = None
+        self._pending: collections.deque[tuple[Frame, Frame | None]] = collections.deque()
+        self._now_ns: int | None = None
+
+    def push(self, frame: Frame) -> list[FramePair]:
+        """Add the next frame in capture-time order; returns the pairs it decided."""
+        if self._now_ns is not None and frame.t_ns < self._now_ns:
+            # A live frame that arrived after time had moved past it: too late to pair.
+            self.stats.late += 1
+            return []
+        self._now_ns = frame.t_ns
+        if frame.camera == "vis":
+            self._pending.append((frame, self._last_ir))
+            return self._decide_elapsed()
+        self.stats.ir_frames += 1
+        pairs = []
+        while self._pending:  # every pending visible frame is at or before this IR frame
+            vis, before = self._pending.popleft()
+            pairs += self._decide(vis, before, frame)
+        self._last_ir = frame
+        return pairs
+
+    def advance(self, t_ns: int) -> list[FramePair]:
+        """Time has reached `t_ns` with no new frame (a live camera is late); decide what can be."""
+        if self._now_ns is None or t_ns > self._now_ns:
+            self._now_ns = t_ns
+        return self._decide_elapsed()
+
+    def flush(self) -> list[FramePair]:
+        """End of both streams: decide every pending visible frame with what has arrived."""
+        pairs = []
+        while self._pending:
+            vis, before = self._pending.popleft()
+            pairs += self._decide(vis, before, None)
+        return pairs
+
+    def _decide_elapsed(self) -> list[FramePair]:
+        pairs = []
+        while self._pending:
+            vis, before = self._pending[0]
+            reach = self.tolerance_ns if before is None else min(vis.t_ns - before.t_ns, self.tolerance_ns)
+            if self._now_ns - vis.t_ns <= reach:
+                break
+            self._pending.popleft()
+            pairs += self._decide(vis, before, None)
+        return pairs
+
+    def _decide(self, vis: Frame, before: Frame | None, after: Frame | None) -> list[FramePair]:
+        candidates = [f for f in (before, after) if f is not None]
+        best = min(candidates, key=lambda f: abs(f.t_ns - vis.t_ns), default=None)
+        if best is None or abs(best.t_ns - vis.t_ns) > self.tolerance_ns:
+            self.stats.unmatched_vis += 1
+            return []
+        if best is self._last_paired_ir:
+            self.stats.reused_ir += 1
+        else:
+            self.stats.paired_ir += 1
+            self._last_paired_ir = best
+        self.stats.pairs += 1
+        pair = FramePair(best, vis)
+        self.stats.skews_ns.append(pair.skew_ns)
+        return [pair]
