@@ -131,15 +131,22 @@ def _cmd_fuse(args) -> int:
 
 
 def _cmd_check(args) -> int:
+    from streamfuse.capture import DEVICE_TYPES
     from streamfuse.pipeline import open_rig_sources
     from streamfuse.rig import load_rig
 
     rig = load_rig(args.rig)
-    ir, vis, registrar = open_rig_sources(rig)
-    ir.close()
-    vis.close()
+    if isinstance(rig.ir, DEVICE_TYPES) or isinstance(rig.vis, DEVICE_TYPES):
+        # Cameras are not opened: their settings were checked when the rig loaded.
+        lines = [f"{role}: {cfg.type} {getattr(cfg, 'device', '')} (not opened)"
+                 for role, cfg in (("ir", rig.ir), ("vis", rig.vis))]
+    else:
+        ir, vis, _ = open_rig_sources(rig)
+        ir.close()
+        vis.close()
+        lines = [ir.describe(), vis.describe()]
     cal = rig.calibration_path or "none (cameras coincide)"
-    print(f"{args.rig}: OK\n  {ir.describe()}\n  {vis.describe()}\n  calibration: {cal}\n"
+    print(f"{args.rig}: OK\n  {lines[0]}\n  {lines[1]}\n  calibration: {cal}\n"
           f"  fusion: {rig.fusion.mode}, palette {rig.fusion.palette}\n"
           f"  sinks: {', '.join(s.type for s in rig.sinks) or 'none'}")
     return 0

@@ -65,9 +65,13 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
-        if len(inner) == 1:
-            return _convert(inner[0], value, path)
-        raise TypeError(f"unsupported union {hint}")
+        errors = []
+        for option in inner:  # the first type that takes the value wins, e.g. int | str
+            try:
+                return _convert(option, value, path)
+            except ConfigError as exc:
+                errors.append(exc.message)
+        raise ConfigError(path, " or ".join(errors))
     if origin is Literal:
         if value not in args:
             raise ConfigError(path, f"expected one of {', '.join(map(repr, args))}, got {_describe(value)}")

@@ -5,7 +5,7 @@ the key, what was expected and how to fix it. Every path in a rig file is relati
 rig file's folder. Top-level keys:
 
     name: text                 # shown in logs; defaults to the file name
-    sources: {ir: SOURCE, vis: SOURCE}   # SOURCE has `type: synthetic | replay`
+    sources: {ir: SOURCE, vis: SOURCE}   # SOURCE has `type: synthetic | replay | uvc`
     scene: {seed, night, people, vehicles}   # only for synthetic sources
     calibration: FILE | null   # H_vis_from_ir; null when both cameras already coincide
     sync: {tolerance_ms}
@@ -106,6 +106,7 @@ def _parse(path: Path, data: object) -> RigConfig:
             raise ConfigError("calibration", "expected a file path or null")
         cal_path = base / data["calibration"]
         cal = load_calibration(cal_path)
+        _check_sizes(ir, vis, cal, cal_path)
     sinks = data.get("sinks") or []
     if not isinstance(sinks, list):
         raise ConfigError("sinks", "expected a list of sinks, e.g. [{type: mp4, path: out.mp4}]")
@@ -153,6 +154,15 @@ def _check_pair(ir: SourceConfig, vis: SourceConfig) -> None:
         raise ConfigError("sources.vis.pixel_format", "a visible source delivers bgr24 (use auto)")
     if _paced(ir) != _paced(vis):
         raise ConfigError("sources", "both sources must use the same pace (both live/recorded, or both fast)")
+
+
+def _check_sizes(ir: SourceConfig, vis: SourceConfig, cal: Calibration, cal_path: Path) -> None:
+    """Sources that state their size (cameras, synthetic) must match the calibration's."""
+    for role, cfg, expected in (("ir", ir, cal.ir_size), ("vis", vis, cal.vis_size)):
+        size = getattr(cfg, "size", None)
+        if size is not None and tuple(size) != tuple(expected):
+            raise ConfigError(f"sources.{role}.size", f"{list(size)} does not match {cal_path}, which is for "
+                                                      f"{list(expected)}; fix the size or calibrate for it")
 
 
 def _paced(cfg: SourceConfig) -> bool:

@@ -97,8 +97,8 @@ class NullSink(Sink):
 class Mp4Sink(Sink):
     """H.264 in MP4 through PyAV; presentation times are the frames' capture times."""
 
-    #: 90 kHz, the usual video clock: fine enough for any camera's timestamps.
-    TIME_BASE = Fraction(1, 90_000)
+    #: The output clock is at least this fine (90 kHz, the usual video clock).
+    MIN_CLOCK_HZ = 90_000
 
     def __init__(self, cfg: Mp4SinkConfig):
         self.cfg = cfg
@@ -119,7 +119,8 @@ class Mp4Sink(Sink):
         stream = self._container.add_stream(self.cfg.codec, rate=info.fps)
         stream.width, stream.height = info.size[0] - info.size[0] % 2, info.size[1] - info.size[1] % 2
         stream.pix_fmt = "yuv420p"
-        stream.codec_context.time_base = self.TIME_BASE
+        self._time_base = output_time_base(info.fps, self.MIN_CLOCK_HZ)
+        stream.codec_context.time_base = self._time_base
         if self.cfg.codec == "libx264":
             stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf)}
         self._stream = stream
@@ -136,9 +137,9 @@ class Mp4Sink(Sink):
         video = av.VideoFrame.from_ndarray(image, format="bgr24")
         if self._t0_ns is None:
             self._t0_ns = frame.t_ns
-        pts = (frame.t_ns - self._t0_ns) * self.TIME_BASE.denominator // 1_000_000_000
+        pts = round((frame.t_ns - self._t0_ns) / self._time_base / 1_000_000_000)
         video.pts = max(pts, self._last_pts + 1)  # timestamps must strictly increase
-        video.time_base = self.TIME_BASE
+        video.time_base = self._time_base
         self._last_pts = video.pts
         try:
             for packet in self._stream.encode(video):
@@ -156,6 +157,15 @@ class Mp4Sink(Sink):
                 container.mux(packet)
         finally:
             container.close()
+
+
+def output_time_base(fps: Fraction, min_hz: int) -> Fraction:
+    """A clock of at least `min_hz` ticks per second in which one frame at `fps` is a whole
+    number of ticks, so that a steady camera gives a file of exactly its rate (a 22 fps frame
+    is 4090.9 ticks of 90 kHz but exactly 4091 ticks of 90.002 kHz)."""
+    fps = Fraction(fps)
+    multiple = -(-min_hz // fps.numerator)  # ceiling division
+    return Fraction(1, fps.numerator * multiple)
 
 
 def make_sink(cfg: SinkConfig) -> Sink:

@@ -8,11 +8,14 @@ from __future__ import annotations
 from streamfuse.capture.base import CaptureThread, Source
 from streamfuse.capture.replay import ReplayConfig, open_replay
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig, SyntheticSource, make_scene
+from streamfuse.capture.uvc import UvcConfig, UvcSource
 
-SOURCE_TYPES = {"synthetic": SyntheticConfig, "replay": ReplayConfig}
-SourceConfig = SyntheticConfig | ReplayConfig
+SOURCE_TYPES = {"synthetic": SyntheticConfig, "replay": ReplayConfig, "uvc": UvcConfig}
+SourceConfig = SyntheticConfig | ReplayConfig | UvcConfig
+#: Source types that are hardware: `streamfuse check` validates their settings without opening them.
+DEVICE_TYPES = (UvcConfig,)
 
-__all__ = ["CaptureThread", "Source", "SOURCE_TYPES", "SourceConfig", "open_sources"]
+__all__ = ["CaptureThread", "DEVICE_TYPES", "Source", "SOURCE_TYPES", "SourceConfig", "open_sources"]
 
 
 def open_sources(ir: SourceConfig, vis: SourceConfig, scene: SceneConfig) -> tuple[Source, Source]:
@@ -20,4 +23,10 @@ def open_sources(ir: SourceConfig, vis: SourceConfig, scene: SceneConfig) -> tup
     if isinstance(ir, SyntheticConfig):
         shared = make_scene(scene, ir, vis)
         return SyntheticSource("ir", ir, shared), SyntheticSource("vis", vis, shared)
-    return open_replay("ir", ir), open_replay("vis", vis)
+    return _open_one("ir", ir), _open_one("vis", vis)
+
+
+def _open_one(name: str, cfg: SourceConfig) -> Source:
+    if isinstance(cfg, UvcConfig):
+        return UvcSource(name, cfg)
+    return open_replay(name, cfg)

@@ -126,7 +126,7 @@ class VideoFileSource(_Replay):
             offset_ns = round(self._seq * 1e9 / self.fps)
         else:
             ticks = frame.pts - (self._start_pts or 0)
-            offset_ns = ticks * self._time_base.numerator * 1_000_000_000 // self._time_base.denominator
+            offset_ns = round(ticks * self._time_base * 1_000_000_000)
         return self._stamp(image, offset_ns)
 
     def _check_complete(self) -> None:
