@@ -1,0 +1,202 @@
+"""One contract every source type passes, plus 16-bit fidelity and failure reporting."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from helpers import write_video
+from streamfuse.capture import open_sources
+from streamfuse.capture.replay import ReplayConfig, open_replay
+from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
+from streamfuse.capture.uvc import UvcConfig, UvcSource
+from streamfuse.errors import RuntimeFailure, SourceError
+from streamfuse.frames import PIXEL_FORMATS, Frame
+
+N = 12  # frames read per source
+
+
+def _pattern16(i: int, size=(96, 64)) -> np.ndarray:
+    """A 16-bit frame using the whole range, different for every i."""
+    w, h = size
+    ramp = (np.arange(w * h, dtype=np.uint32).reshape(h, w) * 37 + i * 1009) % 65536
+    return ramp.astype(np.uint16)
+
+
+def _colour(i: int, size=(96, 64)) -> np.ndarray:
+    w, h = size
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = (np.arange(w) * 2 + i) % 256
+    img[..., 1] = 128
+    img[..., 2] = (np.arange(h)[:, None] * 3) % 256
+    return img
+
+
+class FakeCapture:
+    """Stands in for cv2.VideoCapture: replays frames like a V4L2 camera would.
+
+    A 16-bit camera only hands out raw uint16 frames once the Y16 FOURCC was requested and RGB
+    conversion turned off, as real UVC drivers under OpenCV do; otherwise 8-bit BGR arrives.
+    After the frames run out, read() fails as an unplugged camera does.
+    """
+
+    def __init__(self, frames: list[np.ndarray], fps: float = 30.0, opens: bool = True):
+        self.frames = list(frames)
+        self.fps = fps
+        self.opens = opens
+        self.props: dict[int, float] = {}
+
+    def isOpened(self):
+        return self.opens
+
+    def set(self, prop, value):
+        self.props[prop] = value
+        return True
+
+    def get(self, prop):
+        return self.fps if prop == cv2.CAP_PROP_FPS else self.props.get(prop, 0.0)
+
+    def read(self):
+        if not self.frames:
+            return False, None
+        image = self.frames.pop(0)
+        raw = self.props.get(cv2.CAP_PROP_CONVERT_RGB, 1) == 0 and \
+            self.props.get(cv2.CAP_PROP_FOURCC) == cv2.VideoWriter_fourcc(*"Y16 ")
+        if image.dtype == np.uint16 and not raw:
+            image = cv2.cvtColor((image >> 8).astype(np.uint8), cv2.COLOR_GRAY2BGR)
+        return True, image
+
+    def release(self):
+        self.frames = []
+
+
+def _fake_uvc(monkeypatch, frames, **kwargs) -> FakeCapture:
+    fake = FakeCapture(frames, **kwargs)
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a, **k: fake)
+    return fake
+
+
+# Each factory returns (source, finite): finite sources end with None after their frames.
+def _synthetic(tmp_path, monkeypatch, role):
+    ir_cfg = SyntheticConfig(size=(160, 128), fps=30, pixel_format="gray16")
+    vis_cfg = SyntheticConfig(size=(160, 120), fps=25)
+    ir, vis = open_sources(ir_cfg, vis_cfg, SceneConfig(seed=1))
+    return (ir if role == "ir" else vis), False
+
+
+def _video_file(tmp_path, monkeypatch, role):
+    if role == "ir":
+        write_video(tmp_path / "ir.mkv", [_pattern16(i) for i in range(N)], codec="ffv1", pix_fmt="gray16le")
+        return open_replay("ir", ReplayConfig(path=tmp_path / "ir.mkv")), True
+    write_video(tmp_path / "vis.mp4", [_colour(i) for i in range(N)])
+    return open_replay("vis", ReplayConfig(path=tmp_path / "vis.mp4")), True
+
+
+def _folder(tmp_path, monkeypatch, role):
+    folder = tmp_path / role
+    folder.mkdir()
+    for i in range(N):
+        cv2.imwrite(str(folder / f"{i:04d}.png"), _pattern16(i) if role == "ir" else _colour(i))
+    return open_replay(role, ReplayConfig(path=folder, fps=9)), True
+
+
+def _uvc(tmp_path, monkeypatch, role):
+    make = _pattern16 if role == "ir" else _colour
+    # open() takes one frame to check the format and drops it, as it is stale by the first read.
+    _fake_uvc(monkeypatch, [make(99)] + [make(i) for i in range(N)])
+    return UvcSource(role, UvcConfig(device=0, size=(96, 64))), False
+
+
+FACTORIES = {"synthetic": _synthetic, "video_file": _video_file, "folder": _folder, "uvc": _uvc}
+
+
+@pytest.fixture(params=[(kind, role) for kind in FACTORIES for role in ("ir", "vis")],
+                ids=lambda p: f"{p[0]}-{p[1]}")
+def source(request, tmp_path, monkeypatch):
+    kind, role = request.param
+    src, finite = FACTORIES[kind](tmp_path, monkeypatch, role)
+    yield src, finite
+    src.close()
+
+
+def test_source_contract(source):
+    src, finite = source
+    src.open()
+    assert src.size[0] > 0 and src.size[1] > 0 and src.fps > 0
+    assert src.pixel_format in PIXEL_FORMATS
+    assert src.pixel_format == ("bgr24" if src.name == "vis" else "gray16")
+    src.start_clock(1_000_000_000)
+    frames = [src.read() for _ in range(N)]
+    ndim, dtype = PIXEL_FORMATS[src.pixel_format]
+    for k, f in enumerate(frames):
+        assert isinstance(f, Frame) and f.camera == src.name and f.seq == k
+        assert f.image.ndim == ndim and f.image.dtype == dtype and f.size == src.size
+        assert f.pixel_format == src.pixel_format and f.recv_ns > 0
+    times = [f.t_ns for f in frames]
+    assert all(b > a for a, b in zip(times, times[1:])), "capture times must strictly increase"
+    if finite:
+        assert src.read() is None
+    src.close()
+    src.close()  # twice is fine
+
+
+@pytest.mark.parametrize("kind", ["video_file", "folder", "uvc"])
+def test_16bit_values_arrive_unchanged(kind, tmp_path, monkeypatch):
+    src, _ = FACTORIES[kind](tmp_path, monkeypatch, "ir")
+    src.open()
+    src.start_clock(0)
+    for i in range(N):
+        frame = src.read()
+        np.testing.assert_array_equal(frame.image, _pattern16(i))
+    src.close()
+
+
+def test_replay_uses_the_recorded_timestamps(tmp_path):
+    write_video(tmp_path / "v.mp4", [_colour(i) for i in range(10)], fps=22)
+    src = open_replay("vis", ReplayConfig(path=tmp_path / "v.mp4"))
+    src.open()
+    src.start_clock(5_000_000_000)
+    times = [src.read().t_ns for _ in range(10)]
+    assert src.fps == 22
+    assert times == [5_000_000_000 + round(k * 1e9 / 22) for k in range(10)]
+
+
+def test_uvc_camera_that_cannot_open(monkeypatch):
+    _fake_uvc(monkeypatch, [], opens=False)
+    with pytest.raises(SourceError, match="ir camera /dev/video7: cannot open"):
+        UvcSource("ir", UvcConfig(device="/dev/video7")).open()
+
+
+def test_uvc_driver_that_converts_16bit_to_8bit_is_refused(monkeypatch):
+    fake = _fake_uvc(monkeypatch, [_pattern16(0)])
+    fake.set = lambda prop, value: prop != cv2.CAP_PROP_CONVERT_RGB and FakeCapture.set(fake, prop, value)
+    with pytest.raises(SourceError, match="16-bit"):
+        UvcSource("ir", UvcConfig(device=0, size=(96, 64))).open()
+
+
+def test_uvc_unplugged_during_capture(monkeypatch):
+    _fake_uvc(monkeypatch, [_colour(i) for i in range(3)])
+    src = UvcSource("vis", UvcConfig(device=0, size=(96, 64)))
+    src.open()  # takes one frame to check the format
+    src.read(), src.read()
+    with pytest.raises(RuntimeFailure, match="stopped delivering"):
+        src.read()
+
+
+def test_folder_with_a_corrupt_image(tmp_path):
+    folder = tmp_path / "ir"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0000.png"), _pattern16(0))
+    (folder / "0001.png").write_bytes(b"not a png")
+    src = open_replay("ir", ReplayConfig(path=folder))
+    src.open()
+    src.read()
+    with pytest.raises(RuntimeFailure, match="0001.png"):
+        src.read()
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(SourceError, match="no images"):
+        open_replay("vis", ReplayConfig(path=tmp_path)).open()
