@@ -37,7 +37,7 @@ def build(cls: type, data: Any, where: str = "") -> Any:
     for key, value in data.items():
         path = f"{where}.{key}" if where else str(key)
         if key not in fields:
-            raise ConfigError(path, f"unknown key{_suggest(str(key), fields)}; allowed here: {_field_list(cls)}")
+            raise ConfigError(path, f"unknown key{suggest(str(key), fields)}; allowed here: {_field_list(cls)}")
         kwargs[key] = _convert(hints[key], value, path)
     missing = [name for name, f in fields.items() if name not in kwargs and _is_required(f)]
     if missing:
@@ -129,7 +129,8 @@ def _field_list(cls: type) -> str:
     return ", ".join(f.name for f in dataclasses.fields(cls) if f.init)
 
 
-def _suggest(key: str, known: typing.Iterable[str]) -> str:
+def suggest(key: str, known: typing.Iterable[str]) -> str:
+    """' (did you mean 'x'?)' for a near miss among `known`, else ''."""
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean '{close[0]}'?)" if close else ""
 

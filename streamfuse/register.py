@@ -82,7 +82,7 @@ def load_calibration(path: Path) -> Calibration:
                        "or create it (see calibration/README.md)")
     try:
         data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise RigError(f"{path}: not valid YAML ({_yaml_where(exc)})") from None
     if not isinstance(data, dict):
         raise RigError(f"{path}: expected a mapping with keys {sorted(CALIBRATION_KEYS)}")
@@ -105,7 +105,7 @@ def load_calibration(path: Path) -> Calibration:
     return Calibration(H, sizes[0], sizes[1], dict(data.get("provenance") or {}))
 
 
-def _yaml_where(exc: yaml.YAMLError) -> str:
+def _yaml_where(exc: Exception) -> str:
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or "syntax error"
+    problem = getattr(exc, "problem", None) or ("not text" if isinstance(exc, UnicodeDecodeError) else "syntax error")
     return f"{problem} at line {mark.line + 1}" if mark else problem

@@ -23,7 +23,7 @@ import yaml
 from streamfuse.capture import SOURCE_TYPES, SourceConfig
 from streamfuse.capture.replay import ReplayConfig
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
-from streamfuse.config import ConfigError, build, check_range
+from streamfuse.config import ConfigError, build, check_range, suggest
 from streamfuse.errors import RigError
 from streamfuse.fuse import FusionConfig
 from streamfuse.register import Calibration, load_calibration
@@ -89,7 +89,8 @@ def _parse(path: Path, data: object) -> RigConfig:
         raise ConfigError("", f"expected a mapping with keys {', '.join(TOP_LEVEL_KEYS)}")
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            raise ConfigError(str(key), f"unknown key; allowed at the top level: {', '.join(TOP_LEVEL_KEYS)}")
+            raise ConfigError(str(key), f"unknown key{suggest(str(key), TOP_LEVEL_KEYS)}; "
+                                        f"allowed at the top level: {', '.join(TOP_LEVEL_KEYS)}")
     base = path.parent
     sources = data.get("sources")
     if not isinstance(sources, dict) or set(sources) != {"ir", "vis"}:
@@ -107,17 +108,23 @@ def _parse(path: Path, data: object) -> RigConfig:
         cal_path = base / data["calibration"]
         cal = load_calibration(cal_path)
         _check_sizes(ir, vis, cal, cal_path)
-    sinks = data.get("sinks") or []
+    sinks = _section(data, "sinks", [])
     if not isinstance(sinks, list):
         raise ConfigError("sinks", "expected a list of sinks, e.g. [{type: mp4, path: out.mp4}]")
     return RigConfig(
         path=path, name=str(data.get("name") or path.stem), ir=ir, vis=vis,
         calibration_path=cal_path, calibration=cal,
-        scene=build(SceneConfig, data.get("scene") or {}, "scene"),
-        sync=build(SyncConfig, data.get("sync") or {}, "sync"),
-        fusion=build(FusionConfig, data.get("fusion") or {}, "fusion"),
+        scene=build(SceneConfig, _section(data, "scene", {}), "scene"),
+        sync=build(SyncConfig, _section(data, "sync", {}), "sync"),
+        fusion=build(FusionConfig, _section(data, "fusion", {}), "fusion"),
         sinks=tuple(_resolve(base, _typed(SINK_TYPES, s, f"sinks[{i}]"), f"sinks[{i}]") for i, s in enumerate(sinks)),
     )
+
+
+def _section(data: dict, key: str, default):
+    """A top-level section; absent or empty (`key:` alone) means the defaults."""
+    value = data.get(key)
+    return default if value is None else value
 
 
 def _source(data: object, where: str) -> SourceConfig:
