@@ -88,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("rig", type=Path)
     b.add_argument("--frames", type=_positive_int, default=300, metavar="N", help="fused frames per run (300)")
     b.add_argument("--modes", default=modes.replace(" ", ""), help=f"comma-separated modes (default: {modes})")
+    b.add_argument("--rounds", type=_positive_int, default=3, metavar="R",
+                   help="interleaved rounds; each run reports its fastest (3)")
     b.set_defaults(handler=_cmd_bench)
     return p
 
@@ -182,7 +184,7 @@ def _cmd_bench(args) -> int:
         raise UsageError("--modes: name at least one fusion mode")
     for mode in modes:
         rig.with_mode(mode)  # validates the name before any run starts
-    print(bench(rig, modes, args.frames))
+    print(bench(rig, modes, args.frames, args.rounds))
     return 0
 
 
