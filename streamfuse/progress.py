@@ -23,7 +23,7 @@ def progress_printer(stream=None):
     """A callback for `pipeline.run(on_progress=...)`: rewrites one line on a terminal."""
     stream = stream or sys.stderr
     tty = stream.isatty()
-    last = [0.0]
+    last = [time.monotonic()]  # the first log line after LOG_EVERY_S, not an empty one at start
 
     def show(report: RunReport) -> None:
         if tty:

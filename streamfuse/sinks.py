@@ -102,7 +102,7 @@ class Mp4Sink(Sink):
 
     def __init__(self, cfg: Mp4SinkConfig):
         self.cfg = cfg
-        self.name = f"mp4 {cfg.path}"
+        self.name = "mp4"
         self.frames = 0
         self._container = None
 
@@ -195,7 +195,7 @@ class SinkRunner:
         try:
             self.queue.put(frame)
         except Closed:
-            raise self.error or RuntimeFailure(f"{self.sink.name} stopped") from None
+            raise self.error or RuntimeFailure(f"{self.sink.name} sink stopped") from None
 
     def _run(self) -> None:
         try:
@@ -224,6 +224,6 @@ class SinkRunner:
         try:
             self.sink.close()
         except Exception as exc:  # report a failing close; the caller decides the exit code
-            self.error = self.error or RuntimeFailure(f"{self.sink.name}: closing failed ({exc})")
+            self.error = self.error or RuntimeFailure(f"{self.sink.name} sink: closing failed ({exc})")
         if self._thread.is_alive():
-            self.error = self.error or RuntimeFailure(f"{self.sink.name} did not finish within {timeout:.0f} s")
+            self.error = self.error or RuntimeFailure(f"{self.sink.name} sink did not finish within {timeout:.0f} s")

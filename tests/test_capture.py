@@ -13,7 +13,7 @@ from streamfuse.capture.replay import ReplayConfig, open_replay
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
 from streamfuse.capture.uvc import UvcConfig, UvcSource
 from streamfuse.errors import RuntimeFailure, SourceError
-from streamfuse.frames import PIXEL_FORMATS, Frame
+from streamfuse.frames import PIXEL_FORMATS, Frame, now_ns
 
 N = 12  # frames read per source
 
@@ -161,6 +161,19 @@ def test_replay_uses_the_recorded_timestamps(tmp_path):
     times = [src.read().t_ns for _ in range(10)]
     assert src.fps == 22
     assert times == [5_000_000_000 + round(k * 1e9 / 22) for k in range(10)]
+
+
+def test_recorded_pace_holds_frames_until_their_time(tmp_path):
+    write_video(tmp_path / "v.mp4", [_colour(i) for i in range(8)], fps=20)
+    src = open_replay("vis", ReplayConfig(path=tmp_path / "v.mp4", pace="recorded"))
+    src.open()
+    assert src.realtime
+    t0 = now_ns()
+    src.start_clock(t0)
+    frames = [src.read() for _ in range(8)]
+    # Frame k is not handed out before t0 + k/20 s, and then carries that recorded time.
+    assert all(f.recv_ns >= f.t_ns == t0 + round(k * 1e9 / 20) for k, f in enumerate(frames))
+    assert frames[-1].recv_ns - t0 >= 7 / 20 * 1e9
 
 
 def test_uvc_camera_that_cannot_open(monkeypatch):
