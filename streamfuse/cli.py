@@ -7,6 +7,7 @@ during start-up. Tracebacks are only for bugs.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -65,7 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     limit.add_argument("--frames", type=_positive_int, metavar="N", help="stop after N fused frames")
     limit.add_argument("--duration", type=_positive_float, metavar="S", help="stop after S seconds")
     r.add_argument("--record", type=Path, metavar="OUT.mp4", help="also record the fused video to this MP4 file")
+    r.add_argument("--skew-csv", type=Path, metavar="FILE.csv",
+                   help="at exit, write the IR-visible sync skew distribution (pairs per 0.5 ms) to this CSV file")
     r.add_argument("--mode", metavar="NAME", help=f"fusion mode, overriding the rig ({modes})")
+    r.add_argument("--display", action="store_true",
+                   help="show the fused picture in a window (keys: h for help; q quits)")
+    r.add_argument("--serve", type=_listen_address, metavar="[HOST:]PORT",
+                   help="serve the browser monitor (live picture, statistics, controls, /metrics) on "
+                        "HOST:PORT; HOST defaults to 127.0.0.1, anything else needs a token")
+    r.add_argument("--token", metavar="TOKEN", help="access token for --serve (default: $STREAMFUSE_TOKEN)")
     r.add_argument("--quiet", action="store_true", help="no progress line")
     r.set_defaults(handler=_cmd_run)
 
@@ -91,6 +100,17 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--rounds", type=_positive_int, default=3, metavar="R",
                    help="interleaved rounds; each run reports its fastest (3)")
     b.set_defaults(handler=_cmd_bench)
+
+    d = sub.add_parser("devices", help="list the cameras on this machine: formats, sizes, rates, thermal or not")
+    d.set_defaults(handler=_cmd_devices)
+
+    from streamfuse.calibrate.cli import add_parser as add_calibrate_parser  # logic in calibrate/
+    add_calibrate_parser(sub)
+
+    from streamfuse.priors.commands import add_models_parser  # logic in priors/; torch only when used
+    add_models_parser(sub)
+    from streamfuse.evaluate import add_eval_parser  # logic in evaluate.py
+    add_eval_parser(sub)
     return p
 
 
@@ -98,6 +118,14 @@ def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
     return int(text)
+
+
+def _listen_address(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]") if sep else "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535 or (sep and not host):
+        raise argparse.ArgumentTypeError(f"expected [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080, got {text!r}")
+    return host, int(port)
 
 
 def _positive_float(text: str) -> float:
@@ -120,6 +148,10 @@ def _cmd_run(args) -> int:
         rig = rig.with_mode(args.mode)
     if args.record:
         rig = rig.with_recording(args.record)
+    rig = _with_viewers(rig, args)
+    if args.skew_csv and not args.skew_csv.parent.is_dir():
+        raise UsageError(f"--skew-csv: folder {args.skew_csv.parent} does not exist; create it or change the path")
+    logging.basicConfig(format="streamfuse: %(message)s", level=logging.WARNING if args.quiet else logging.INFO)
     stop = threading.Event()
     _on_signals(stop)
     printer = None if args.quiet else progress_printer()
@@ -128,9 +160,29 @@ def _cmd_run(args) -> int:
     except StreamfuseError as exc:
         if getattr(exc, "report", None) is not None:
             print_summary(rig, exc.report)
+            if args.skew_csv:
+                exc.report.sync.write_skew_csv(args.skew_csv)
         raise
     print_summary(rig, report)
+    if args.skew_csv:
+        report.sync.write_skew_csv(args.skew_csv)
     return 0
+
+
+def _with_viewers(rig, args):
+    """The rig with the window and browser monitor asked for on the command line."""
+    from streamfuse.sinks import DisplaySinkConfig, MonitorSinkConfig
+
+    if args.token and not args.serve:
+        raise UsageError("--token: only used with --serve")
+    if args.display:
+        rig = rig.with_sink(DisplaySinkConfig())
+    if args.serve:
+        try:
+            rig = rig.with_sink(MonitorSinkConfig(host=args.serve[0], port=args.serve[1], token=args.token))
+        except ValueError as exc:
+            raise UsageError(f"--token: {str(exc).split(':', 1)[-1].strip()}") from None
+    return rig
 
 
 def _on_signals(stop: threading.Event) -> None:
@@ -160,7 +212,7 @@ def _cmd_check(args) -> int:
     rig = load_rig(args.rig)
     if isinstance(rig.ir, DEVICE_TYPES) or isinstance(rig.vis, DEVICE_TYPES):
         # Cameras are not opened: their settings were checked when the rig loaded.
-        lines = [f"{role}: {cfg.type} {getattr(cfg, 'device', '')} (not opened)"
+        lines = [f"{role}: {cfg.type} {getattr(cfg, 'device', getattr(cfg, 'url', ''))} (not opened)"
                  for role, cfg in (("ir", rig.ir), ("vis", rig.vis))]
     else:
         ir, vis, _ = open_rig_sources(rig)
@@ -168,9 +220,21 @@ def _cmd_check(args) -> int:
         vis.close()
         lines = [ir.describe(), vis.describe()]
     cal = rig.calibration_path or "none (cameras coincide)"
+    from streamfuse.register import describe_registration
+
     print(f"{args.rig}: OK\n  {lines[0]}\n  {lines[1]}\n  calibration: {cal}\n"
+          f"  registration: {describe_registration(rig.registration, rig.calibration)}\n"
           f"  fusion: {rig.fusion.mode}, palette {rig.fusion.palette}\n"
           f"  sinks: {', '.join(s.type for s in rig.sinks) or 'none'}")
+    if rig.priors is not None:
+        print(f"  priors: {rig.priors.describe()}; weights: `streamfuse models verify {args.rig}`")
+    return 0
+
+
+def _cmd_devices(args) -> int:
+    from streamfuse.devices import find_cameras, report
+
+    print(report(find_cameras()))
     return 0
 
 

@@ -36,6 +36,8 @@ class Frame:
         pixel_format: one of PIXEL_FORMATS.
         recv_ns: when the frame entered the pipeline (pipeline clock); latency is measured
             from here, because t_ns of a file replayed as fast as possible is not wall time.
+        pair: on a fused frame, the pair it was made from (the raw IR frame before display
+            mapping, and the visible frame), for sinks that keep the inputs; None otherwise.
     """
 
     image: np.ndarray
@@ -44,6 +46,7 @@ class Frame:
     camera: str
     pixel_format: str
     recv_ns: int
+    pair: FramePair | None = None
 
     @property
     def size(self) -> tuple[int, int]:

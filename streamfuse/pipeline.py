@@ -4,7 +4,11 @@ Threads. One capture thread per camera reads frames and hands them over through 
 queue (a latest-frame slot for live sources, a blocking queue for fast replay). The main
 thread, the only one that touches registration and fusion (and so, later, the GPU), merges
 the two streams in capture-time order, pairs them, warps IR onto the visible frame, fuses
-and hands each fused frame to every sink. Each sink has its own thread and bounded queue.
+and hands each fused frame to every sink. Each sink has its own thread and bounded queue;
+a sink that fails stops alone. With a viewer (display, monitor) the main loop also reads the
+live controls once per frame (`controls.LiveFusion`). With live cameras, `liveness.Liveness`
+tells the loop which one is lost, frozen or silent: the loop then stops waiting for it and
+hands out the other camera's frames alone until it is back.
 Shutdown happens in one `finally`: stop the capture threads, drain and close every sink
 (so a recording is finalized on every exit path), and report any thread that did not end.
 """
@@ -15,14 +19,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from streamfuse.agc import Agc, make_agc
 from streamfuse.capture import CaptureThread, Source, open_sources
+from streamfuse.capture.base import CaptureStats, live_slot_depth
+from streamfuse.controls import Controls, LiveFusion, render_view
 from streamfuse.errors import RuntimeFailure, SourceError
 from streamfuse.frames import Frame, FramePair, now_ns
 from streamfuse.fuse import make_fuser
+from streamfuse.liveness import Liveness
 from streamfuse.queues import EndOfStream
 from streamfuse.register import Calibration, Registrar
 from streamfuse.rig import RigConfig
-from streamfuse.sinks import SinkRunner, StreamInfo, make_sink
+from streamfuse.sinks import INTERACTIVE_SINKS, SinkRunner, SinkState, StreamInfo, make_sink
 from streamfuse.stats import RateMeter, StageTimer
 from streamfuse.sync import Pairer, SyncStats
 
@@ -45,7 +53,46 @@ class RunReport:
     stages: dict[str, StageTimer] = field(default_factory=dict)
     latency: StageTimer = field(default_factory=lambda: StageTimer("latency"))
     rate: RateMeter = field(default_factory=RateMeter)
+    sinks: list[SinkState] = field(default_factory=list)
     error: BaseException | None = None
+    #: The semantic priors' stage (priors.worker.PriorStage) when the rig has priors.
+    priors: object | None = None
+    #: Per-source counters (stale, duplicates, FFC stalls, outages, reconnects, up), by name.
+    sources: dict[str, CaptureStats] = field(default_factory=dict)
+    #: Live rigs: the watch over lost cameras (events, frames shown alone); None otherwise.
+    live: Liveness | None = None
+    #: The pipeline clock (frames.now_ns) when the capture threads started.
+    t0_ns: int = 0
+
+    @property
+    def stale(self) -> int:
+        return sum(s.stale for s in self.sources.values())
+
+    @property
+    def duplicates(self) -> int:
+        return sum(s.duplicates for s in self.sources.values())
+
+    @property
+    def ffc_stalls(self) -> int:
+        return sum(s.ffc_stalls for s in self.sources.values())
+
+    @property
+    def reconnects(self) -> int:
+        return sum(s.reconnects for s in self.sources.values())
+
+    @property
+    def sources_up(self) -> dict[str, bool]:
+        """Whether each source is delivering (False while lost, frozen or silent)."""
+        return {name: not (self.live is not None and self.live.is_down(name)) for name in self.sources}
+
+    @property
+    def prior_age_s(self) -> float | None:
+        """Capture-time age (s) of the prior the last frame was fused with; None without one."""
+        return self.priors.age_s if self.priors is not None else None
+
+    @property
+    def prior_refreshes(self) -> int:
+        return self.priors.worker.refresh_time.count if self.priors is not None else 0
 
     @property
     def drops(self) -> int:
@@ -57,12 +104,19 @@ class RunReport:
 
 
 class Merger:
-    """Takes frames from the two capture queues in capture-time order."""
+    """Takes frames from the two capture queues in capture-time order.
 
-    def __init__(self, captures: list[CaptureThread], wakeup: threading.Event, wait_ns: int | None):
+    With `liveness` (live rigs), a frame older than its age limit is skipped as stale and a
+    source it calls down is not waited for. `clock` is the pipeline clock (tests speed it up).
+    """
+
+    def __init__(self, captures: list[CaptureThread], wakeup: threading.Event, wait_ns: int | None,
+                 liveness: Liveness | None = None, clock: Callable[[], int] = now_ns):
         self._captures = captures
         self._wakeup = wakeup
         self._wait_ns = wait_ns  # None: never skip ahead of a silent source (fast replay)
+        self._liveness = liveness
+        self._clock = clock
         self._heads: dict[str, Frame | None] = {c.source.name: None for c in captures}
         self._ended: set[str] = set()
 
@@ -84,11 +138,13 @@ class Merger:
             self._wakeup.wait(min(remaining, 0.02) if self._wait_ns else remaining)
 
     def _fill(self) -> None:
+        now = self._clock()
+        max_age_ns = self._liveness.max_age_ns if self._liveness is not None else None
         for capture in self._captures:
             name = capture.source.name
             if self._heads[name] is None and name not in self._ended:
                 try:
-                    self._heads[name] = capture.queue.get(timeout=0)
+                    self._heads[name] = capture.take(now, max_age_ns)
                 except EndOfStream:
                     self._ended.add(name)
 
@@ -97,8 +153,9 @@ class Merger:
         if not ready:
             return None
         first = min(ready, key=lambda f: f.t_ns)
-        waiting = [n for n, f in self._heads.items() if f is None and n not in self._ended]
-        if waiting and (self._wait_ns is None or now_ns() - first.t_ns <= self._wait_ns):
+        waiting = [n for n, f in self._heads.items() if f is None and n not in self._ended
+                   and not (self._liveness is not None and self._liveness.is_down(n))]
+        if waiting and (self._wait_ns is None or self._clock() - first.t_ns <= self._wait_ns):
             return None
         self._heads[first.camera] = None
         return first
@@ -116,7 +173,7 @@ def open_rig_sources(rig: RigConfig) -> tuple[Source, Source, Registrar]:
             if tuple(src.size) != tuple(expected):
                 raise SourceError(f"{src.name} source delivers {src.size[0]}x{src.size[1]} but {where} is for "
                                   f"{expected[0]}x{expected[1]}; calibrate for these cameras or fix the sizes")
-        return ir, vis, Registrar(cal.H_vis_from_ir, cal.ir_size, cal.vis_size)
+        return ir, vis, Registrar.from_calibration(cal, rig.registration)
     except BaseException:
         ir.close()
         vis.close()
@@ -125,41 +182,75 @@ def open_rig_sources(rig: RigConfig) -> tuple[Source, Source, Registrar]:
 
 def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | None = None,
         stop: threading.Event | None = None, on_progress: Callable[[RunReport], None] | None = None,
-        fuse: bool = True) -> RunReport:
+        fuse: bool = True, controls: Controls | None = None) -> RunReport:
     """Run the rig until `max_frames` fused frames, `duration_s` seconds, `stop` is set, or
     both inputs end. `fuse=False` skips registration and fusion and passes the visible frame
-    on (the I/O floor for benchmarks). Raises StreamfuseError; the report of a failed run is
-    attached to the exception as `.report`."""
+    on (the I/O floor for benchmarks). `controls` are live settings to follow (made here
+    when the rig has a display or monitor sink). Raises StreamfuseError; the report of a
+    failed run is attached to the exception as `.report`."""
     stop = stop or threading.Event()
     report = RunReport()
+    if fuse and rig.priors is not None:
+        from streamfuse.priors.worker import open_priors  # torch and the models: only for priors
+
+        report.priors = open_priors(rig.priors, rig.path)
     ir, vis, registrar = open_rig_sources(rig)
     fuser = make_fuser(rig.fusion) if fuse else None
-    runners = _open_sinks(rig, vis)
+    if controls is None and any(isinstance(s, INTERACTIVE_SINKS) for s in rig.sinks):
+        controls = Controls(rig.fusion, getattr(registrar, "distance_m", None))
+    live = LiveFusion(controls, rig.fusion, registrar) if controls is not None and fuse else None
+    runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop))
     wakeup = threading.Event()
-    captures = [CaptureThread(ir, wakeup), CaptureThread(vis, wakeup)]
+    realtime = ir.realtime or vis.realtime
+    wait_ns = _live_wait_ns(rig) if realtime else None
+    captures = [CaptureThread(s, wakeup, live_slot_depth(float(s.fps), wait_ns or 0)) for s in (ir, vis)]
     report.stages = {"register": StageTimer("register"), "fuse": StageTimer("fuse")}
+    agc = make_agc(rig.thermal)
+    if agc is not None:
+        report.stages["agc"] = StageTimer("agc")
+    if report.priors is not None:
+        report.stages.update(report.priors.timers)
     started = time.monotonic()
     try:
-        t0 = now_ns()
+        if report.priors is not None:
+            report.priors.start()
+        t0 = report.t0_ns = now_ns()
         for c in captures:
             c.source.start_clock(t0)
             c.start()
-        realtime = ir.realtime or vis.realtime
-        wait_ns = round(rig.sync.tolerance_ms * 1e6) + LIVE_SLACK_NS if realtime else None
-        merger = Merger(captures, wakeup, wait_ns)
+        liveness = report.live = Liveness(rig.live, captures, rig.fusion.palette) if realtime else None
+        merger = Merger(captures, wakeup, wait_ns, liveness)
         pairer = Pairer(round(rig.sync.tolerance_ms * 1e6))
         report.sync = pairer.stats
 
+        def hand_out(out: Frame) -> None:
+            for runner in runners:
+                runner.put(out)
+            if runners and all(r.failed for r in runners):
+                raise runners[0].error  # nothing left to hand frames to
+            report.frames += 1
+            report.rate.tick()
+
         def emit(pairs: list[FramePair]) -> bool:
             """Fuse and hand out `pairs`; False once the frame limit is reached."""
+            nonlocal fuser
+            view = "fused"
             for pair in pairs:
                 if max_frames is not None and report.frames >= max_frames:
                     return False
-                out = _process(pair, registrar, fuser, report)
-                for runner in runners:
-                    runner.put(out)
-                report.frames += 1
-                report.rate.tick()
+                if live is not None:
+                    fuser, view = live.current()
+                hand_out(_process(pair, registrar, fuser, report, view, agc))
+                if liveness is not None:
+                    liveness.paired(now_ns())
+            return max_frames is None or report.frames < max_frames
+
+        def emit_alone(frame: Frame) -> bool:
+            """Hand out `frame` on its own, the other camera being down (live.on_loss)."""
+            if max_frames is not None and report.frames >= max_frames:
+                return False
+            image = liveness.single(frame, lambda f: _display_ir(f, agc, report), registrar, vis.size)
+            hand_out(Frame(image, frame.t_ns, report.frames, "fused", "bgr24", frame.recv_ns))
             return max_frames is None or report.frames < max_frames
 
         going, last_progress = True, 0.0
@@ -174,20 +265,29 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
             except RuntimeFailure as exc:  # a source broke: keep what can still be paired
                 emit(pairer.flush())
                 raise exc
-            if frame is not None:
+            if liveness is not None:
+                liveness.watch(now_ns())
+            if frame is not None and liveness is not None and liveness.other_down(frame):
+                going = emit(pairer.advance(frame.t_ns)) and emit_alone(frame)
+            elif frame is not None:
                 going = emit(pairer.push(frame))
             elif realtime:
                 going = emit(pairer.advance(now_ns() - wait_ns))
-            if on_progress and time.monotonic() - last_progress > 0.5:
+            if time.monotonic() - last_progress > 0.5:  # also feeds the monitor's statistics
                 last_progress = time.monotonic()
                 _collect(report, captures, runners, started)
-                on_progress(report)
+                if on_progress:
+                    on_progress(report)
     except BaseException as exc:
         report.error = exc
         exc.report = report
         raise
     finally:
         late_error = _shutdown(captures, runners, report, started)
+        if report.priors is not None and not report.priors.stop():
+            late_error = late_error or RuntimeFailure("the prior worker did not stop")
+        if not registrar.close():
+            late_error = late_error or RuntimeFailure("the registration refiner did not stop")
     if late_error is not None:
         report.error = late_error
         late_error.report = report
@@ -195,29 +295,49 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
     return report
 
 
-def _process(pair: FramePair, registrar: Registrar, fuser, report: RunReport) -> Frame:
+def _live_wait_ns(rig: RigConfig) -> int:
+    """How long a live frame waits for the other camera's: the sync tolerance, the transport
+    slack, and the larger known latency (a frame arrives that long after its capture time)."""
+    latency_ms = max(getattr(cfg, "latency_ms", 0.0) for cfg in (rig.ir, rig.vis))
+    return round((rig.sync.tolerance_ms + latency_ms) * 1e6) + LIVE_SLACK_NS
+
+
+def _display_ir(ir: Frame, agc: Agc | None, report: RunReport):
+    """The IR frame for registration and fusion: 8-bit through the rig's AGC, or raw without one."""
+    if agc is None:
+        return ir.image
+    with report.stages["agc"].time():
+        return agc(ir.image, ir.t_ns)
+
+
+def _process(pair: FramePair, registrar: Registrar, fuser, report: RunReport, view: str = "fused",
+             agc: Agc | None = None) -> Frame:
     vis = pair.vis
     if fuser is None:
         image = vis.image
     else:
+        ir_display = _display_ir(pair.ir, agc, report)
         with report.stages["register"].time():
             try:
-                ir = registrar.warp(pair.ir.image)
+                ir = registrar.warp(ir_display)
             except ValueError as exc:
                 raise RuntimeFailure(f"ir source: {exc}") from None
+            registrar.observe(pair.ir.image, vis.image)  # live refinement, when the rig enables it
+        prior = report.priors.step(ir, vis, report.frames) if report.priors is not None else None
         with report.stages["fuse"].time():
-            image = fuser.fuse(ir, vis.image)
-    return Frame(image, vis.t_ns, report.frames, "fused", "bgr24", min(pair.ir.recv_ns, vis.recv_ns))
+            with_prior = {"prior": prior} if prior is not None else {}
+            image = fuser.fuse(ir, vis.image, **with_prior) if view == "fused" else render_view(view, fuser, ir, vis.image)
+    return Frame(image, vis.t_ns, report.frames, "fused", "bgr24", min(pair.ir.recv_ns, vis.recv_ns), pair)
 
 
-def _open_sinks(rig: RigConfig, vis: Source) -> list[SinkRunner]:
-    info = StreamInfo(size=vis.size, fps=vis.fps)
+def _open_sinks(rig: RigConfig, info: StreamInfo) -> list[SinkRunner]:
     runners: list[SinkRunner] = []
     try:
         for cfg in rig.sinks:
             sink = make_sink(cfg)
             sink.open(info)
-            runners.append(SinkRunner(sink, cfg.queue))
+            taken = sum(r.sink.name == sink.name for r in runners)
+            runners.append(SinkRunner(sink, cfg.queue, f"{sink.name}{taken + 1}" if taken else None))
     except BaseException:
         for r in runners:
             r.finish()
@@ -235,6 +355,8 @@ def _collect(report: RunReport, captures: list[CaptureThread], runners: list[Sin
         report.stages[c.read_time.name] = c.read_time
     for r in runners:
         report.stages[r.write_time.name] = r.write_time
+    report.sources = {c.source.name: c.stats for c in captures}
+    report.sinks = [r.state() for r in runners]
     if runners:
         report.latency = runners[0].latency
 

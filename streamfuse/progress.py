@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 import time
 
+from streamfuse.liveness import summary_lines
 from streamfuse.pipeline import RunReport
 from streamfuse.rig import RigConfig
 from streamfuse.stats import format_table
@@ -16,7 +17,8 @@ def progress_line(report: RunReport) -> str:
     lat = report.latency.summary_ms()
     skew = report.sync.skew_summary_ms()
     return (f"fps {report.rate.rate():5.1f} | latency {lat['p50']:5.1f} ms | frames {report.frames} | "
-            f"pairs {report.sync.pairs} | drops {report.drops} | skew {skew['p50']:4.1f} ms")
+            f"pairs {report.sync.pairs} | drops {report.drops} | skew {skew['p50']:4.1f} ms"
+            + "".join(f" | {name} DOWN" for name, up in report.sources_up.items() if not up))
 
 
 def progress_printer(stream=None):
@@ -47,6 +49,10 @@ def summary(rig: RigConfig, report: RunReport) -> str:
         f"  drops: {report.drops} (no IR within tolerance {s.unmatched_vis}, late {s.late}, "
         f"capture {report.capture_drops}, sinks {report.sink_drops})",
     ]
+    lines += summary_lines(report.sources, report.live, report.t0_ns)
+    for sink in report.sinks:
+        state = f"STOPPED: {sink.error}" if sink.error else f"{sink.written} written, {sink.dropped} dropped"
+        lines.append(f"  sink {sink.name} ({sink.policy}): {state}")
     stages = {name: t.summary_ms() for name, t in report.stages.items() if t.count}
     if report.latency.count:
         stages["capture->sink"] = report.latency.summary_ms()

@@ -5,12 +5,16 @@ the key, what was expected and how to fix it. Every path in a rig file is relati
 rig file's folder. Top-level keys:
 
     name: text                 # shown in logs; defaults to the file name
-    sources: {ir: SOURCE, vis: SOURCE}   # SOURCE has `type: synthetic | replay | uvc`
+    sources: {ir: SOURCE, vis: SOURCE}   # SOURCE has `type: synthetic | replay | uvc | network`
     scene: {seed, night, people, vehicles}   # only for synthetic sources
     calibration: FILE | null   # H_vis_from_ir; null when both cameras already coincide
+    registration: {backend, distance, refine, ...}   # optional: GPU warp, parallax distance
     sync: {tolerance_ms}
+    live: {max_age_ms, down_after_ms, on_loss}   # optional: stale frames, lost cameras
+    thermal: {agc, plateau, max_gain, tail_reject, roi, smoothing_s, range}   # optional: IR display AGC
     fusion: {mode, palette, strength, detail_radius, levels}
     sinks: [{type: mp4, path, ...}, {type: "null"}]
+    priors: {clip, dino, prompts, every_frames, ...}   # optional: CLIP/DINO semantic priors
 """
 from __future__ import annotations
 
@@ -20,16 +24,20 @@ from pathlib import Path
 
 import yaml
 
+from streamfuse.agc import ThermalConfig
 from streamfuse.capture import SOURCE_TYPES, SourceConfig
 from streamfuse.capture.replay import ReplayConfig
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
 from streamfuse.config import ConfigError, build, check_range, suggest
 from streamfuse.errors import RigError
 from streamfuse.fuse import FusionConfig
-from streamfuse.register import Calibration, load_calibration
+from streamfuse.liveness import LiveConfig
+from streamfuse.priors.config import PriorConfig, resolve_paths
+from streamfuse.register import Calibration, RegistrationConfig, load_calibration
 from streamfuse.sinks import SINK_TYPES, Mp4SinkConfig, SinkConfig
 
-TOP_LEVEL_KEYS = ("name", "sources", "scene", "calibration", "sync", "fusion", "sinks")
+TOP_LEVEL_KEYS = ("name", "sources", "scene", "calibration", "registration", "sync", "fusion", "sinks", "priors",
+                  "live", "thermal")
 
 
 @dataclass(frozen=True)
@@ -55,6 +63,11 @@ class RigConfig:
     sync: SyncConfig = field(default_factory=SyncConfig)
     fusion: FusionConfig = field(default_factory=FusionConfig)
     sinks: tuple[SinkConfig, ...] = ()
+    #: Semantic priors: on when the rig has a `priors:` section (empty: the defaults).
+    priors: PriorConfig | None = None
+    registration: RegistrationConfig = field(default_factory=RegistrationConfig)
+    live: LiveConfig = field(default_factory=LiveConfig)
+    thermal: ThermalConfig = field(default_factory=ThermalConfig)
 
     def with_mode(self, mode: str) -> "RigConfig":
         """The same rig with another fusion mode (the CLI's --mode)."""
@@ -66,6 +79,10 @@ class RigConfig:
     def with_recording(self, path: Path) -> "RigConfig":
         """The same rig with one more MP4 sink (the CLI's --record)."""
         return dataclasses.replace(self, sinks=self.sinks + (Mp4SinkConfig(path=path),))
+
+    def with_sink(self, sink: SinkConfig) -> "RigConfig":
+        """The same rig with one more sink (the CLI's --display and --serve)."""
+        return dataclasses.replace(self, sinks=self.sinks + (sink,))
 
 
 def load_rig(path: str | Path) -> RigConfig:
@@ -118,7 +135,20 @@ def _parse(path: Path, data: object) -> RigConfig:
         sync=build(SyncConfig, _section(data, "sync", {}), "sync"),
         fusion=build(FusionConfig, _section(data, "fusion", {}), "fusion"),
         sinks=tuple(_resolve(base, _typed(SINK_TYPES, s, f"sinks[{i}]"), f"sinks[{i}]") for i, s in enumerate(sinks)),
+        priors=resolve_paths(build(PriorConfig, _section(data, "priors", {}), "priors"), base)
+        if "priors" in data else None,
+        registration=_registration(data, cal),
+        live=build(LiveConfig, _section(data, "live", {}), "live"),
+        thermal=build(ThermalConfig, _section(data, "thermal", {}), "thermal"),
     )
+
+
+def _registration(data: dict, cal: Calibration | None) -> RegistrationConfig:
+    cfg = build(RegistrationConfig, _section(data, "registration", {}), "registration")
+    if cfg.distance is not None and (cal is None or cal.parallax is None):
+        raise ConfigError("registration.distance", "the calibration has no parallax model (intrinsics and "
+                                                   "extrinsics); add `parallax:` to it or remove the distance")
+    return cfg
 
 
 def _section(data: dict, key: str, default):

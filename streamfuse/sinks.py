@@ -4,25 +4,35 @@ A sink receives fused `Frame`s (bgr24, stamped with the visible frame's capture 
 order. `SinkRunner` owns the thread and the queue; the queue's full-queue policy is chosen
 per sink in the rig (`queue: block | drop_oldest | drop_newest`), so that a slow viewer can
 skip frames while a recording either holds the pipeline back (`block`) or drops and counts.
+A sink that fails stops alone: it takes no more frames, its error is logged at once and
+raised at the end of the run, and the other sinks and the pipeline go on.
+
+The sink types live in their own modules, imported only when a rig uses them: `recording.py`
+(mp4), `display.py` (a window), `monitor.py` (the browser monitor).
 """
 from __future__ import annotations
 
 import abc
+import logging
 import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from streamfuse.config import check_range
-from streamfuse.errors import RuntimeFailure, UsageError
+from streamfuse.errors import RuntimeFailure
 from streamfuse.frames import Frame, now_ns
 from streamfuse.queues import BoundedQueue, Closed, EndOfStream, Policy
 from streamfuse.stats import StageTimer
 
+log = logging.getLogger("streamfuse")
+
 #: Fused frames a sink may lag behind the main loop (8 x 640x480 BGR ~ 7 MB).
 SINK_QUEUE_DEPTH = 8
+#: A sink thread that waited this long for a frame calls `Sink.idle()`.
+SINK_IDLE_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -31,6 +41,12 @@ class StreamInfo:
 
     size: tuple[int, int]  # (width, height)
     fps: Fraction          # the visible camera's rate: the output's nominal rate
+    #: For interactive sinks (display, monitor): the live `controls.Controls` (None when the
+    #: rig has no viewer), the run's `RunReport` to read statistics from (written by the
+    #: pipeline; a slightly stale read is fine) and the event that stops the run.
+    controls: Any = None
+    report: Any = None
+    stop: threading.Event | None = None
 
 
 @dataclass(frozen=True)
@@ -39,15 +55,35 @@ class Mp4SinkConfig:
 
     path: Path
     type: Literal["mp4"] = "mp4"
-    codec: Literal["libx264", "h264_nvenc"] = "libx264"
+    #: auto: a hardware H.264 encoder if one opens (h264_nvenc, h264_v4l2m2m), else libx264.
+    codec: Literal["auto", "libx264", "h264_nvenc", "h264_v4l2m2m"] = "auto"
     #: libx264 speed/size trade-off: ultrafast ... medium.
     preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
     #: Constant rate factor: 0 lossless, 18 visually lossless, 23 default, 28 small.
     crf: int = 23
+    #: Seconds between keyframes = length of each fragment of the crash-safe file: a crash
+    #: loses at most about this much of the end.
+    keyframe_s: float = 1.0
+    #: Start a new file after this many seconds of video / megabytes (None: one file).
+    segment_s: float | None = None
+    segment_mb: float | None = None
+    #: Keep only the newest N segment files of this recording, deleting older ones.
+    keep: int | None = None
+    #: Also keep the raw IR frames losslessly (FFV1 in Matroska, 16 bits kept) beside it.
+    ir_archive: bool = False
     queue: Policy = "block"
 
     def __post_init__(self):
         check_range("crf", self.crf, 0, 51)
+        check_range("keyframe_s", self.keyframe_s, 0.1, 10)
+        if self.segment_s is not None:
+            check_range("segment_s", self.segment_s, 1, 7 * 24 * 3600)
+        if self.segment_mb is not None:
+            check_range("segment_mb", self.segment_mb, 1, 1_000_000)
+        if self.keep is not None:
+            check_range("keep", self.keep, 1, 1_000_000)
+            if self.segment_s is None and self.segment_mb is None:
+                raise ValueError("keep: only applies to segments; set segment_s or segment_mb too")
 
 
 @dataclass(frozen=True)
@@ -55,21 +91,73 @@ class NullSinkConfig:
     """Discards frames; for benchmarks and dry runs (rig `sinks: - type: "null"`)."""
 
     type: Literal["null"] = "null"
+    #: Time each frame takes (ms): a stand-in for a slow viewer or disk in tests and benchmarks.
+    delay_ms: float = 0.0
     queue: Policy = "drop_oldest"
 
+    def __post_init__(self):
+        check_range("delay_ms", self.delay_ms, 0, 60_000)
 
-SINK_TYPES = {"mp4": Mp4SinkConfig, "null": NullSinkConfig}
-SinkConfig = Mp4SinkConfig | NullSinkConfig
+
+@dataclass(frozen=True)
+class DisplaySinkConfig:
+    """A window on the rig's own screen, with an overlay and keys (rig `sinks: - type: display`)."""
+
+    type: Literal["display"] = "display"
+    title: str = "streamfuse"
+    #: Window size relative to the video (0.25..4).
+    scale: float = 1.0
+    #: Show fps, latency, skew, drops and mode over the picture (key `o` toggles it).
+    overlay: bool = True
+    queue: Policy = "drop_oldest"
+
+    def __post_init__(self):
+        check_range("scale", self.scale, 0.25, 4)
+
+
+@dataclass(frozen=True)
+class MonitorSinkConfig:
+    """The browser monitor: live picture, statistics, controls, /metrics (rig `type: monitor`)."""
+
+    type: Literal["monitor"] = "monitor"
+    #: Address to listen on; anything but loopback (127.x, ::1, localhost) needs a token.
+    host: str = "127.0.0.1"
+    #: 0 picks a free port.
+    port: int = 8080
+    #: Access token; better given as the STREAMFUSE_TOKEN environment variable or --token.
+    token: str | None = None
+    #: Most pictures per second sent to browsers (JPEG encoding costs CPU).
+    max_fps: float = 15.0
+    jpeg_quality: int = 80
+    queue: Policy = "drop_oldest"
+
+    def __post_init__(self):
+        check_range("port", self.port, 0, 65535)
+        check_range("max_fps", self.max_fps, 0.5, 120)
+        check_range("jpeg_quality", self.jpeg_quality, 10, 100)
+        if self.token is not None and len(self.token) < 8:
+            raise ValueError("token: expected at least 8 characters")
+
+
+SINK_TYPES = {"mp4": Mp4SinkConfig, "null": NullSinkConfig, "display": DisplaySinkConfig,
+              "monitor": MonitorSinkConfig}
+SinkConfig = Mp4SinkConfig | NullSinkConfig | DisplaySinkConfig | MonitorSinkConfig
+#: Sink types a viewer interacts with: a rig with one gets live controls.
+INTERACTIVE_SINKS = (DisplaySinkConfig, MonitorSinkConfig)
 
 
 class Sink(abc.ABC):
     """Contract:
         - `open(info)` prepares the output or raises `UsageError` (one line) if it cannot;
-          it is called before the pipeline starts, so a bad path fails at start-up.
-        - `write(frame)` takes the next fused frame; frames arrive in capture-time order.
+          it is called on the main thread before the pipeline starts, so a bad path fails at
+          start-up.
+        - `write(frame)` takes the next fused frame, on the sink's own thread; frames arrive
+          in capture-time order. An exception stops this sink only (raise RuntimeFailure
+          with one line naming the output).
         - `close()` finishes the output (flushes an encoder, closes the file). It is called on
-          every exit path, once, also after a failed `write`; it must not raise for a sink
-          that never opened.
+          every exit path, once, also after a failed `write`, on the sink's thread (on the
+          main thread only if that thread is stuck or never started); it must not raise for
+          a sink that never opened.
     """
 
     name = "sink"
@@ -83,127 +171,114 @@ class Sink(abc.ABC):
     def close(self) -> None:
         """Optional: nothing to finish by default."""
 
+    def state(self) -> dict[str, float]:
+        """Optional: numbers for /metrics (e.g. recording, bytes, segments); read from
+        another thread, so return a fresh dict of plain values."""
+        return {}
+
+    def idle(self) -> None:
+        """Optional: called on the sink's thread when no frame came for `SINK_IDLE_S`
+        (a window keeps answering keys while the pipeline waits)."""
+
 
 class NullSink(Sink):
     name = "null"
 
+    def __init__(self, delay_ms: float = 0.0):
+        self.delay_s = delay_ms / 1000
+
     def open(self, info: StreamInfo) -> None:
         self.frames = 0
 
     def write(self, frame: Frame) -> None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         self.frames += 1
-
-
-class Mp4Sink(Sink):
-    """H.264 in MP4 through PyAV; presentation times are the frames' capture times."""
-
-    #: The output clock is at least this fine (90 kHz, the usual video clock).
-    MIN_CLOCK_HZ = 90_000
-
-    def __init__(self, cfg: Mp4SinkConfig):
-        self.cfg = cfg
-        self.name = "mp4"
-        self.frames = 0
-        self._container = None
-
-    def open(self, info: StreamInfo) -> None:
-        import av  # PyAV: encoder and muxer
-
-        path = self.cfg.path
-        if not path.parent.is_dir():
-            raise UsageError(f"recording {path}: folder {path.parent} does not exist; create it or change the path")
-        try:
-            self._container = av.open(str(path), mode="w", format="mp4")
-        except (av.FFmpegError, OSError) as exc:
-            raise UsageError(f"recording {path}: cannot write ({exc}); check the path and permissions") from None
-        stream = self._container.add_stream(self.cfg.codec, rate=info.fps)
-        stream.width, stream.height = info.size[0] - info.size[0] % 2, info.size[1] - info.size[1] % 2
-        stream.pix_fmt = "yuv420p"
-        self._time_base = output_time_base(info.fps, self.MIN_CLOCK_HZ)
-        stream.codec_context.time_base = self._time_base
-        if self.cfg.codec == "libx264":
-            stream.options = {"preset": self.cfg.preset, "crf": str(self.cfg.crf)}
-        self._stream = stream
-        self._t0_ns: int | None = None
-        self._last_pts = -1
-
-    def write(self, frame: Frame) -> None:
-        import av
-
-        image = frame.image
-        w, h = self._stream.width, self._stream.height
-        if image.shape[1] != w or image.shape[0] != h:
-            image = image[:h, :w]  # yuv420p needs even sizes: drop an odd last row/column
-        video = av.VideoFrame.from_ndarray(image, format="bgr24")
-        if self._t0_ns is None:
-            self._t0_ns = frame.t_ns
-        pts = round((frame.t_ns - self._t0_ns) / self._time_base / 1_000_000_000)
-        video.pts = max(pts, self._last_pts + 1)  # timestamps must strictly increase
-        video.time_base = self._time_base
-        self._last_pts = video.pts
-        try:
-            for packet in self._stream.encode(video):
-                self._container.mux(packet)
-        except (av.FFmpegError, OSError) as exc:
-            raise RuntimeFailure(f"recording {self.cfg.path}: write failed after {self.frames} frames ({exc})") from None
-        self.frames += 1
-
-    def close(self) -> None:
-        if self._container is None:
-            return
-        container, self._container = self._container, None
-        try:
-            for packet in self._stream.encode():
-                container.mux(packet)
-        finally:
-            container.close()
-
-
-def output_time_base(fps: Fraction, min_hz: int) -> Fraction:
-    """A clock of at least `min_hz` ticks per second in which one frame at `fps` is a whole
-    number of ticks, so that a steady camera gives a file of exactly its rate (a 22 fps frame
-    is 4090.9 ticks of 90 kHz but exactly 4091 ticks of 90.002 kHz)."""
-    fps = Fraction(fps)
-    multiple = -(-min_hz // fps.numerator)  # ceiling division
-    return Fraction(1, fps.numerator * multiple)
 
 
 def make_sink(cfg: SinkConfig) -> Sink:
+    """The sink for `cfg`; each type's module is imported only when a rig uses it."""
     if isinstance(cfg, Mp4SinkConfig):
+        from streamfuse.recording import Mp4Sink
         return Mp4Sink(cfg)
-    return NullSink()
+    if isinstance(cfg, DisplaySinkConfig):
+        from streamfuse.display import DisplaySink
+        return DisplaySink(cfg)
+    if isinstance(cfg, MonitorSinkConfig):
+        from streamfuse.monitor import MonitorSink
+        return MonitorSink(cfg)
+    return NullSink(cfg.delay_ms)
+
+
+@dataclass(frozen=True)
+class SinkState:
+    """One sink's counters, for the summary and /metrics."""
+
+    name: str
+    policy: str
+    written: int
+    dropped: int
+    #: The error that stopped the sink (one line), None while it works.
+    error: str | None
+    #: The sink's own numbers (`Sink.state()`), e.g. recording, bytes, segments.
+    extra: dict
 
 
 class SinkRunner:
-    """One sink on its own thread, fed through a bounded queue with the sink's policy."""
+    """One sink on its own thread, fed through a bounded queue with the sink's policy.
 
-    def __init__(self, sink: Sink, policy: Policy):
+    The sink is opened by the caller and closed here, on the sink's own thread when it ends
+    (a window must be closed by the thread that made it), or by `finish` if that thread is
+    stuck. A failed write stops this sink only: `failed` turns True, `put` discards frames
+    from then on, and `error` is kept for the end of the run.
+    """
+
+    def __init__(self, sink: Sink, policy: Policy, name: str | None = None):
         self.sink = sink
+        self.name = name or sink.name
         self.queue: BoundedQueue[Frame] = BoundedQueue(SINK_QUEUE_DEPTH, policy)
-        self.write_time = StageTimer(f"sink {sink.name}")
+        self.write_time = StageTimer(f"sink {self.name}")
         self.latency = StageTimer("latency")
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=f"sink-{sink.name}", daemon=True)
+        self._close_lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name=f"sink-{self.name}", daemon=True)
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
     def start(self) -> None:
         self._thread.start()
 
     def put(self, frame: Frame) -> None:
-        """Hand a fused frame over; raises the sink's error if the sink thread has died."""
+        """Hand a fused frame over (blocking, or dropping, by the queue's policy); a frame
+        for a failed sink is discarded."""
         if self.error is not None:
-            raise self.error
+            return
         try:
             self.queue.put(frame)
         except Closed:
-            raise self.error or RuntimeFailure(f"{self.sink.name} sink stopped") from None
+            pass  # the sink thread failed just now; its error is set
+
+    def state(self) -> SinkState:
+        try:
+            extra = self.sink.state()
+        except Exception:  # a sink's statistics must never break the monitor
+            extra = {}
+        return SinkState(self.name, self.queue.policy, self.write_time.count, self.queue.dropped,
+                         None if self.error is None else str(self.error), extra)
 
     def _run(self) -> None:
         try:
             while True:
                 try:
-                    frame = self.queue.get()
+                    frame = self.queue.get(timeout=SINK_IDLE_S)
                 except EndOfStream:
                     return
+                if frame is None:
+                    self.sink.idle()
+                    continue
                 start = time.perf_counter()
                 self.sink.write(frame)
                 self.write_time.add(time.perf_counter() - start)
@@ -211,19 +286,30 @@ class SinkRunner:
         except BaseException as exc:
             self.error = exc
             self.queue.abandon()
+            log.warning("%s sink stopped: %s; the pipeline and the other sinks go on", self.name, exc)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self.sink.close()
+        except Exception as exc:  # report a failing close; the caller decides the exit code
+            self.error = self.error or RuntimeFailure(f"{self.name} sink: closing failed ({exc})")
 
     def finish(self, timeout: float = 30.0) -> None:
-        """Drain the queue, close the sink (on every path) and join the thread."""
+        """Drain the queue, let the sink thread close the sink, and join it."""
         self.queue.close()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:
+            self._thread.join(timeout)
         if self._thread.is_alive():
             # A stuck write: stop feeding it and give it a moment, then finish the file anyway
             # so that what was recorded stays playable.
             self.queue.abandon()
             self._thread.join(2.0)
-        try:
-            self.sink.close()
-        except Exception as exc:  # report a failing close; the caller decides the exit code
-            self.error = self.error or RuntimeFailure(f"{self.sink.name} sink: closing failed ({exc})")
+        self._close()  # a no-op unless the thread never ran or is stuck
         if self._thread.is_alive():
-            self.error = self.error or RuntimeFailure(f"{self.sink.name} sink did not finish within {timeout:.0f} s")
+            self.error = self.error or RuntimeFailure(f"{self.name} sink did not finish within {timeout:.0f} s")

@@ -5,6 +5,7 @@ read by the main thread for display, so it needs no lock: a slightly stale read 
 """
 from __future__ import annotations
 
+import bisect
 import collections
 import time
 from contextlib import contextmanager
@@ -13,6 +14,9 @@ import numpy as np
 
 #: Samples kept per stage for percentiles (the most recent ones).
 TIMING_HISTORY = 2048
+#: Upper bounds (s) of the cumulative histogram every stage keeps since the start, exported on
+#: the monitor's /metrics: 1 ms (a warp) to 5 s (a stuck write), about 2.5x apart.
+HISTOGRAM_BOUNDS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class StageTimer:
@@ -23,11 +27,14 @@ class StageTimer:
         self.count = 0
         self.total_s = 0.0
         self.recent = collections.deque(maxlen=TIMING_HISTORY)
+        #: Samples per HISTOGRAM_BOUNDS_S bucket (<= bound), the last one for larger samples.
+        self.buckets = [0] * (len(HISTOGRAM_BOUNDS_S) + 1)
 
     def add(self, seconds: float) -> None:
         self.count += 1
         self.total_s += seconds
         self.recent.append(seconds)
+        self.buckets[bisect.bisect_left(HISTOGRAM_BOUNDS_S, seconds)] += 1
 
     @contextmanager
     def time(self):

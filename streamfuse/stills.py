@@ -32,15 +32,25 @@ def fuse_stills(ir: Path, vis: Path, output: Path, *, mode: str, palette: str,
 
 
 def _pairs(ir: Path, vis: Path, output: Path) -> list[tuple[Path, Path, Path]]:
+    pairs = match_pairs(ir, vis)
+    if not ir.is_dir():
+        if not output.parent.is_dir():
+            raise UsageError(f"{output}: folder {output.parent} does not exist")
+        return [(ir, vis, output)]
+    output.mkdir(parents=True, exist_ok=True)
+    return [(a, b, output / f"{a.stem}.png") for a, b in pairs]
+
+
+def match_pairs(ir: Path, vis: Path) -> list[tuple[Path, Path]]:
+    """(IR file, visible file) of two image files, or of two folders matched by file name
+    without suffix; UsageError if they do not pair up."""
     for path in (ir, vis):
         if not path.exists():
             raise UsageError(f"{path} does not exist")
     if ir.is_dir() != vis.is_dir():
         raise UsageError(f"give two images or two folders, not {ir} and {vis}")
     if not ir.is_dir():
-        if not output.parent.is_dir():
-            raise UsageError(f"{output}: folder {output.parent} does not exist")
-        return [(ir, vis, output)]
+        return [(ir, vis)]
     vis_by_stem = {p.stem: p for p in vis.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
     ir_files = sorted(p for p in ir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     unmatched = [p.name for p in ir_files if p.stem not in vis_by_stem]
@@ -49,8 +59,7 @@ def _pairs(ir: Path, vis: Path, output: Path) -> list[tuple[Path, Path, Path]]:
     if unmatched:
         raise UsageError(f"{vis}: no visible image named like {unmatched[0]} ({len(unmatched)} IR images "
                          "unmatched); pairs are matched by file name without suffix")
-    output.mkdir(parents=True, exist_ok=True)
-    return [(p, vis_by_stem[p.stem], output / f"{p.stem}.png") for p in ir_files]
+    return [(p, vis_by_stem[p.stem]) for p in ir_files]
 
 
 def read_image(path: Path, role: str) -> np.ndarray:
@@ -75,4 +84,4 @@ def _register(ir: np.ndarray, vis: np.ndarray, cal, ir_path: Path, vis_path: Pat
     if ir_size != cal.ir_size or vis_size != cal.vis_size:
         raise UsageError(f"{ir_path} ({ir_size[0]}x{ir_size[1]}) and {vis_path} ({vis_size[0]}x{vis_size[1]}) "
                          f"do not match the calibration's sizes {cal.ir_size} and {cal.vis_size}")
-    return Registrar(cal.H_vis_from_ir, cal.ir_size, cal.vis_size).warp(ir)
+    return Registrar.from_calibration(cal).warp(ir)

@@ -22,6 +22,10 @@ from streamfuse.frames import Frame, FramePair
 
 #: Skews kept for the distribution in the summary (the most recent ones).
 SKEW_HISTORY = 4096
+#: The whole run's skew distribution is counted in bins this wide, over +-SKEW_RANGE_NS
+#: (the largest sync tolerance); 4001 counters, whatever the length of the run.
+SKEW_BIN_NS = 500_000
+SKEW_RANGE_NS = 1_000_000_000
 
 
 @dataclass
@@ -35,6 +39,20 @@ class SyncStats:
     reused_ir: int = 0       # pairs whose IR frame had already been paired (slow IR camera)
     late: int = 0            # frames that arrived after later frames had been paired
     skews_ns: collections.deque = field(default_factory=lambda: collections.deque(maxlen=SKEW_HISTORY))
+    #: pairs per SKEW_BIN_NS bin of skew (IR minus visible), bin k centred on (k - K) * SKEW_BIN_NS
+    skew_hist: np.ndarray = field(default_factory=lambda: np.zeros(2 * (SKEW_RANGE_NS // SKEW_BIN_NS) + 1, np.int64))
+
+    def add_skew(self, skew_ns: int) -> None:
+        self.skews_ns.append(skew_ns)
+        k = SKEW_RANGE_NS // SKEW_BIN_NS
+        self.skew_hist[min(max(round(skew_ns / SKEW_BIN_NS), -k), k) + k] += 1
+
+    def write_skew_csv(self, path) -> None:
+        """The run's skew distribution as CSV: skew_ms (bin centre), pairs; empty bins left out."""
+        k = SKEW_RANGE_NS // SKEW_BIN_NS
+        rows = [f"{(i - k) * SKEW_BIN_NS / 1e6:g},{n}" for i, n in enumerate(self.skew_hist.tolist()) if n]
+        with open(path, "w") as f:
+            f.write("skew_ms,pairs\n" + "".join(row + "\n" for row in rows))
 
     @property
     def unused_ir(self) -> int:
@@ -117,5 +135,5 @@ class Pairer:
             self._last_paired_ir = best
         self.stats.pairs += 1
         pair = FramePair(best, vis)
-        self.stats.skews_ns.append(pair.skew_ns)
+        self.stats.add_skew(pair.skew_ns)
         return [pair]

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
 from fractions import Fraction
@@ -21,6 +23,47 @@ def data_path(*parts: str) -> Path:
         if os.environ.get("CI") == "true":
             raise AssertionError(f"{path} is missing on CI; the shared data must sit beside the checkout")
         pytest.skip(f"shared data not found at {path} (expected ../shared/data beside the checkout)")
+    return path
+
+
+def need_program(name: str) -> str:
+    """The path of a system program a test needs (Xvfb, chromium, ...); skips the test if it is
+    not installed, except on CI, where .ci/run installs it."""
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            raise AssertionError(f"{name} is missing on CI; .ci/run must install it")
+        pytest.skip(f"{name} is not installed (.ci/run installs it)")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def get(url: str, timeout: float = 10, **headers: str) -> tuple[int, bytes, dict]:
+    """(status, body, headers) of a GET on a loopback URL; HTTP errors are answers, not exceptions."""
+    import urllib.error
+    import urllib.request
+
+    assert url.startswith("http://127."), "tests talk to loopback addresses only"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+            return r.status, r.read(), dict(r.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read(), dict(exc.headers)
+
+
+def write_demo_rig(path: Path, pace: str = "realtime", sinks: str = "[]") -> Path:
+    """rigs/demo.yaml at `pace` with `sinks` (YAML text), written to `path`."""
+    text = (REPO / "rigs" / "demo.yaml").read_text()
+    text = text.replace("calibration: ../calibration/demo.yaml", f"calibration: {REPO / 'calibration' / 'demo.yaml'}")
+    text = text.replace("sinks: []", f"sinks: {sinks}")
+    text = text.replace("    type: synthetic\n", f"    type: synthetic\n    pace: {pace}\n")
+    path.write_text(text)
     return path
 
 

@@ -1,6 +1,7 @@
 """One contract every source type passes, plus 16-bit fidelity and failure reporting."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import cv2
@@ -8,7 +9,9 @@ import numpy as np
 import pytest
 
 from helpers import write_video
+from stream_servers import MjpegServer, RtspServer, TcpStreamer
 from streamfuse.capture import open_sources
+from streamfuse.capture.network import NetworkConfig, NetworkSource
 from streamfuse.capture.replay import ReplayConfig, open_replay
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
 from streamfuse.capture.uvc import UvcConfig, UvcSource
@@ -79,14 +82,15 @@ def _fake_uvc(monkeypatch, frames, **kwargs) -> FakeCapture:
 
 
 # Each factory returns (source, finite): finite sources end with None after their frames.
-def _synthetic(tmp_path, monkeypatch, role):
+# Servers a factory starts are stopped by `cleanup` (a contextlib.ExitStack) after the test.
+def _synthetic(tmp_path, monkeypatch, role, cleanup):
     ir_cfg = SyntheticConfig(size=(160, 128), fps=30, pixel_format="gray16")
     vis_cfg = SyntheticConfig(size=(160, 120), fps=25)
     ir, vis = open_sources(ir_cfg, vis_cfg, SceneConfig(seed=1))
     return (ir if role == "ir" else vis), False
 
 
-def _video_file(tmp_path, monkeypatch, role):
+def _video_file(tmp_path, monkeypatch, role, cleanup):
     if role == "ir":
         write_video(tmp_path / "ir.mkv", [_pattern16(i) for i in range(N)], codec="ffv1", pix_fmt="gray16le")
         return open_replay("ir", ReplayConfig(path=tmp_path / "ir.mkv")), True
@@ -94,7 +98,7 @@ def _video_file(tmp_path, monkeypatch, role):
     return open_replay("vis", ReplayConfig(path=tmp_path / "vis.mp4")), True
 
 
-def _folder(tmp_path, monkeypatch, role):
+def _folder(tmp_path, monkeypatch, role, cleanup):
     folder = tmp_path / role
     folder.mkdir()
     for i in range(N):
@@ -102,23 +106,40 @@ def _folder(tmp_path, monkeypatch, role):
     return open_replay(role, ReplayConfig(path=folder, fps=9)), True
 
 
-def _uvc(tmp_path, monkeypatch, role):
+def _uvc(tmp_path, monkeypatch, role, cleanup):
     make = _pattern16 if role == "ir" else _colour
     # open() takes one frame to check the format and drops it, as it is stale by the first read.
     _fake_uvc(monkeypatch, [make(99)] + [make(i) for i in range(N)])
     return UvcSource(role, UvcConfig(device=0, size=(96, 64))), False
 
 
-FACTORIES = {"synthetic": _synthetic, "video_file": _video_file, "folder": _folder, "uvc": _uvc}
+def _network(tmp_path, monkeypatch, role, cleanup):
+    # A real stream on 127.0.0.1: 16-bit IR as lossless FFV1 over TCP, visible as MJPEG over HTTP.
+    server = TcpStreamer(_pattern16, fps=60) if role == "ir" else MjpegServer(_colour, fps=60)
+    cleanup.enter_context(server)
+    return NetworkSource(role, NetworkConfig(url=server.url, timeout_s=3)), False
+
+
+def _rtsp(tmp_path, monkeypatch, role, cleanup):
+    # H.264 over RTP from an RTSP server on 127.0.0.1 (8-bit: the IR source widens it to gray16).
+    frame = (lambda i: (_pattern16(i) >> 8).astype(np.uint8)) if role == "ir" else _colour
+    server = cleanup.enter_context(RtspServer(frame, fps=60))
+    fmt = "gray16" if role == "ir" else "auto"
+    return NetworkSource(role, NetworkConfig(url=server.url, timeout_s=3, pixel_format=fmt)), False
+
+
+FACTORIES = {"synthetic": _synthetic, "video_file": _video_file, "folder": _folder, "uvc": _uvc,
+             "network": _network, "rtsp": _rtsp}
 
 
 @pytest.fixture(params=[(kind, role) for kind in FACTORIES for role in ("ir", "vis")],
                 ids=lambda p: f"{p[0]}-{p[1]}")
 def source(request, tmp_path, monkeypatch):
     kind, role = request.param
-    src, finite = FACTORIES[kind](tmp_path, monkeypatch, role)
-    yield src, finite
-    src.close()
+    with contextlib.ExitStack() as cleanup:
+        src, finite = FACTORIES[kind](tmp_path, monkeypatch, role, cleanup)
+        yield src, finite
+        src.close()
 
 
 def test_source_contract(source):
@@ -142,15 +163,19 @@ def test_source_contract(source):
     src.close()  # twice is fine
 
 
-@pytest.mark.parametrize("kind", ["video_file", "folder", "uvc"])
+@pytest.mark.parametrize("kind", ["video_file", "folder", "uvc", "network"])
 def test_16bit_values_arrive_unchanged(kind, tmp_path, monkeypatch):
-    src, _ = FACTORIES[kind](tmp_path, monkeypatch, "ir")
-    src.open()
-    src.start_clock(0)
-    for i in range(N):
-        frame = src.read()
-        np.testing.assert_array_equal(frame.image, _pattern16(i))
-    src.close()
+    with contextlib.ExitStack() as cleanup:
+        src, _ = FACTORIES[kind](tmp_path, monkeypatch, "ir", cleanup)
+        src.open()
+        src.start_clock(0)
+        frames = [src.read().image for _ in range(N)]
+        src.close()
+    # A live stream is joined mid-way: find which pattern it starts at, then expect every next one.
+    first = next((j for j in range(1000) if np.array_equal(frames[0], _pattern16(j))), None)
+    assert first == 0 or (kind == "network" and first is not None), "the first frame is no pattern sent"
+    for i, image in enumerate(frames):
+        np.testing.assert_array_equal(image, _pattern16(first + i))
 
 
 def test_replay_uses_the_recorded_timestamps(tmp_path):
@@ -191,7 +216,7 @@ def test_uvc_driver_that_converts_16bit_to_8bit_is_refused(monkeypatch):
 
 def test_uvc_unplugged_during_capture(monkeypatch):
     _fake_uvc(monkeypatch, [_colour(i) for i in range(3)])
-    src = UvcSource("vis", UvcConfig(device=0, size=(96, 64)))
+    src = UvcSource("vis", UvcConfig(device=0, size=(96, 64), reconnect=False))
     src.open()  # takes one frame to check the format
     src.read(), src.read()
     with pytest.raises(RuntimeFailure, match="stopped delivering"):

@@ -6,14 +6,15 @@ subclass, add both here, and run the contract tests in tests/test_capture.py ove
 from __future__ import annotations
 
 from streamfuse.capture.base import CaptureThread, Source
+from streamfuse.capture.network import NetworkConfig, NetworkSource
 from streamfuse.capture.replay import ReplayConfig, open_replay
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig, SyntheticSource, make_scene
 from streamfuse.capture.uvc import UvcConfig, UvcSource
 
-SOURCE_TYPES = {"synthetic": SyntheticConfig, "replay": ReplayConfig, "uvc": UvcConfig}
-SourceConfig = SyntheticConfig | ReplayConfig | UvcConfig
+SOURCE_TYPES = {"synthetic": SyntheticConfig, "replay": ReplayConfig, "uvc": UvcConfig, "network": NetworkConfig}
+SourceConfig = SyntheticConfig | ReplayConfig | UvcConfig | NetworkConfig
 #: Source types that are hardware: `streamfuse check` validates their settings without opening them.
-DEVICE_TYPES = (UvcConfig,)
+DEVICE_TYPES = (UvcConfig, NetworkConfig)
 
 __all__ = ["CaptureThread", "DEVICE_TYPES", "Source", "SOURCE_TYPES", "SourceConfig", "open_sources"]
 
@@ -29,4 +30,6 @@ def open_sources(ir: SourceConfig, vis: SourceConfig, scene: SceneConfig) -> tup
 def _open_one(name: str, cfg: SourceConfig) -> Source:
     if isinstance(cfg, UvcConfig):
         return UvcSource(name, cfg)
+    if isinstance(cfg, NetworkConfig):
+        return NetworkSource(name, cfg)
     return open_replay(name, cfg)

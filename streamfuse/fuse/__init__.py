@@ -60,6 +60,12 @@ class Fuser(ABC):
         ir: HxW uint8 (0..255) or uint16 (raw thermal counts), already warped into the
             visible camera's frame; in uint16 frames 0 means "outside the IR field of view".
         vis: HxWx3 BGR uint8, or HxW uint8 from a monochrome camera; same H and W as ir.
+        prior: optional, a semantic prior (`streamfuse.priors.Prior`, or anything with an
+            `emphasis` map: hxw float32 in [0, 1] at any resolution, stretched over the
+            frame) that raises the IR weight where it is high. A fuser derives its weight
+            maps from a new prior once and blends to them over a few frames
+            (`priors.prior.EmphasisTrack`, the only per-frame state a mode may keep); None
+            keeps the last prior's maps, or fuses without one if none came yet.
 
     Output: a new HxWx3 BGR uint8 array of the visible size. `fuse` never modifies its
     inputs and keeps no per-frame state unless its docstring says so.
@@ -69,7 +75,7 @@ class Fuser(ABC):
         self.cfg = cfg
 
     @abstractmethod
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         """Return the fused HxWx3 BGR uint8 frame; see the class docstring."""
 
 

@@ -2,7 +2,8 @@
 
 All three run per frame on 2 CPU cores in a few milliseconds at 640x480, so they use
 OpenCV's SIMD integer kernels (uint8/int16) and never loop over pixels in Python. Every
-intermediate array is a fresh temporary; nothing is cached between frames.
+intermediate array is a fresh temporary; nothing is cached between frames, except the weight
+maps derived from a semantic prior (`prior=`), which are built once per prior refresh.
 """
 from __future__ import annotations
 
@@ -11,22 +12,45 @@ import numpy as np
 
 from streamfuse.fuse import Fuser, check_inputs
 from streamfuse.fuse.palettes import apply_palette
+from streamfuse.priors.prior import EmphasisTrack, upsample
 from streamfuse.thermal import ir_to_u8
 
 #: MSX detail gain at strength 1.0. Night-time visible frames are dark and their edges
 #: weak, so a gain of 1 at the default strength 0.5 is what makes outlines readable
 #: over the palette without turning sensor noise into speckle.
 _MSX_MAX_GAIN = 2.0
+#: With a prior, the pyramid's IR detail counts up to (1 + this) times its size where the
+#: emphasis is 1 when it competes with the visible detail (choose-max).
+_PRIOR_DETAIL_BOOST = 2.0
+
+
+def _ir_weight(strength: float, emphasis: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """strength + (1 - strength) * emphasis, stretched over an (h, w) image: float32."""
+    return strength + (1.0 - strength) * upsample(emphasis, (shape[1], shape[0]))
 
 
 class AlphaFuser(Fuser):
-    """out = (1 - strength) * vis + strength * palette(ir). The cheapest mode."""
+    """out = (1 - strength) * vis + strength * palette(ir). The cheapest mode.
 
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    With a prior the IR weight is per pixel: strength + (1 - strength) * emphasis.
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._emphasis = EmphasisTrack(self._weights)
+
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
         coloured = apply_palette(ir_to_u8(ir), self.cfg.palette)
+        maps = self._emphasis.maps(prior, ir.shape)
+        if maps is not None:
+            return cv2.blendLinear(coloured, _as_bgr(vis), *maps)
         strength = self.cfg.strength
         return cv2.addWeighted(_as_bgr(vis), 1.0 - strength, coloured, strength, 0.0, dst=coloured)
+
+    def _weights(self, emphasis: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        ir_w = _ir_weight(self.cfg.strength, emphasis, shape)
+        return ir_w, 1.0 - ir_w
 
 
 class MsxFuser(Fuser):
@@ -35,12 +59,23 @@ class MsxFuser(Fuser):
     The visible detail is its luma minus a (2 * detail_radius + 1)^2 box blur of it, added
     to all three channels (so to the luma, keeping the palette's hue) with gain
     `strength * 2`. Where the IR is flat the output shows the visible outlines.
+
+    With a prior the palette gets the emphasised regions to itself: the visible detail
+    there is scaled by (1 - emphasis), so a target shows its thermal signature unmarked.
     """
 
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._emphasis = EmphasisTrack(_detail_weights)
+
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
         coloured = apply_palette(ir_to_u8(ir), self.cfg.palette)
         detail = _offset_detail(_luma(vis), self.cfg.detail_radius, self.cfg.strength * _MSX_MAX_GAIN)
+        maps = self._emphasis.maps(prior, ir.shape)
+        if maps is not None:
+            keep, drop, mid_grey = maps
+            detail = cv2.blendLinear(detail, mid_grey, keep, drop)
         # coloured + (detail - 128), saturated once at the end.
         detail_bgr = cv2.cvtColor(detail, cv2.COLOR_GRAY2BGR)
         return cv2.addWeighted(coloured, 1.0, detail_bgr, 1.0, -128.0, dst=coloured)
@@ -55,31 +90,61 @@ class PyramidFuser(Fuser):
     strength * IR + (1 - strength) * visible. The result replaces the visible luma (Y of
     YCrCb) and the visible chroma is kept, so colours stay; a grey visible frame gives a
     grey result. Any size works, odd ones included.
+
+    With a prior the base's IR weight is per pixel, strength + (1 - strength) * emphasis,
+    and the IR detail counts up to 3x its size against the visible detail where the
+    emphasis is 1.
     """
 
-    def fuse(self, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._emphasis = EmphasisTrack(self._weights)
+
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
         ir8 = ir_to_u8(ir)
+        maps = self._emphasis.maps(prior, ir.shape)
         if vis.ndim == 2:
-            return cv2.cvtColor(self._fuse_luma(ir8, vis), cv2.COLOR_GRAY2BGR)
+            return cv2.cvtColor(self._fuse_luma(ir8, vis, maps), cv2.COLOR_GRAY2BGR)
         ycrcb = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)
-        fused_y = self._fuse_luma(ir8, cv2.extractChannel(ycrcb, 0))
+        fused_y = self._fuse_luma(ir8, cv2.extractChannel(ycrcb, 0), maps)
         cv2.insertChannel(fused_y, ycrcb, 0)
         return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
 
-    def _fuse_luma(self, ir8: np.ndarray, luma: np.ndarray) -> np.ndarray:
-        """Fuse two HxW uint8 images into one HxW uint8 image."""
+    def _fuse_luma(self, ir8: np.ndarray, luma: np.ndarray, maps=None) -> np.ndarray:
+        """Fuse two HxW uint8 images into one HxW uint8 image (`maps`: from `_weights`)."""
         ir_details, ir_base = _laplacian_pyramid(ir8, self.cfg.levels)
         vis_details, vis_base = _laplacian_pyramid(luma, self.cfg.levels)
-        details = [_choose_max(a, b) for a, b in zip(ir_details, vis_details)]
-        strength = self.cfg.strength
-        base = cv2.addWeighted(ir_base, strength, vis_base, 1.0 - strength, 0.0, dtype=cv2.CV_16S)
+        if maps is None:
+            details = [_choose_max(a, b) for a, b in zip(ir_details, vis_details)]
+            strength = self.cfg.strength
+            base = cv2.addWeighted(ir_base, strength, vis_base, 1.0 - strength, 0.0, dtype=cv2.CV_16S)
+        else:
+            ir_w, vis_w, *gains = maps
+            details = [_choose_max(a, b, g) for a, b, g in zip(ir_details, vis_details, gains)]
+            base = cv2.blendLinear(ir_base, vis_base, ir_w, vis_w).astype(np.int16)
         return _collapse(details, base)
+
+    def _weights(self, emphasis: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+        """Base IR and visible weights (float32) at the base's size, then per detail level an
+        int16 gain in 1/256 units for the IR detail's magnitude."""
+        sizes = _level_shapes(shape, self.cfg.levels)
+        ir_w = _ir_weight(self.cfg.strength, emphasis, sizes[-1])
+        gains = [np.rint(256.0 * (1.0 + _PRIOR_DETAIL_BOOST * upsample(emphasis, (w, h)))).astype(np.int16)
+                 for h, w in sizes[:-1]]
+        return (ir_w, 1.0 - ir_w, *gains)
 
 
 def _as_bgr(vis: np.ndarray) -> np.ndarray:
     """HxWx3 BGR view of a visible frame: itself if colour, a grey-to-BGR copy if HxW."""
     return vis if vis.ndim == 3 else cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR)
+
+
+def _detail_weights(emphasis: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, ...]:
+    """MSX with a prior: how much visible detail to keep (1 - emphasis), how much to drop,
+    and the mid-grey (no detail) image to drop it towards."""
+    drop = upsample(emphasis, (shape[1], shape[0]))
+    return 1.0 - drop, drop, np.full(shape, 128, np.uint8)
 
 
 def _luma(vis: np.ndarray) -> np.ndarray:
@@ -112,9 +177,24 @@ def _laplacian_pyramid(image: np.ndarray, levels: int) -> tuple[list[np.ndarray]
     return details, current
 
 
-def _choose_max(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per pixel, the int16 coefficient of larger magnitude (a on ties). Overwrites b."""
-    a_wins = cv2.compare(cv2.absdiff(a, 0), cv2.absdiff(b, 0), cv2.CMP_GE)
+def _level_shapes(shape: tuple[int, int], levels: int) -> list[tuple[int, int]]:
+    """(h, w) of each detail level of `_laplacian_pyramid`, finest first, then of the base."""
+    sizes = [shape]
+    for _ in range(levels):
+        h, w = sizes[-1]
+        sizes.append(((h + 1) // 2, (w + 1) // 2))
+    return sizes
+
+
+def _choose_max(a: np.ndarray, b: np.ndarray, a_gain: np.ndarray | None = None) -> np.ndarray:
+    """Per pixel, the int16 coefficient of larger magnitude (a on ties). Overwrites b.
+
+    `a_gain` (int16, 1/256 units, a's shape) scales a's magnitude in the comparison only.
+    """
+    a_size = cv2.absdiff(a, 0)
+    if a_gain is not None:
+        a_size = cv2.multiply(a_size, a_gain, scale=1.0 / 256.0)
+    a_wins = cv2.compare(a_size, cv2.absdiff(b, 0), cv2.CMP_GE)
     return cv2.copyTo(a, a_wins, b)
 
 
