@@ -195,11 +195,17 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
 
         report.priors = open_priors(rig.priors, rig.path)
     ir, vis, registrar = open_rig_sources(rig)
-    fuser = make_fuser(rig.fusion) if fuse else None
-    if controls is None and any(isinstance(s, INTERACTIVE_SINKS) for s in rig.sinks):
-        controls = Controls(rig.fusion, getattr(registrar, "distance_m", None))
-    live = LiveFusion(controls, rig.fusion, registrar) if controls is not None and fuse else None
-    runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop))
+    try:
+        fuser = make_fuser(rig.fusion) if fuse else None
+        if controls is None and any(isinstance(s, INTERACTIVE_SINKS) for s in rig.sinks):
+            controls = Controls(rig.fusion, getattr(registrar, "distance_m", None))
+        live = LiveFusion(controls, rig.fusion, registrar) if controls is not None and fuse else None
+        runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop))
+    except BaseException:  # a sink that cannot open (a window without a screen, a bad path)
+        ir.close()
+        vis.close()
+        registrar.close()
+        raise
     wakeup = threading.Event()
     realtime = ir.realtime or vis.realtime
     wait_ns = _live_wait_ns(rig) if realtime else None

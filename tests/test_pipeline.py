@@ -195,3 +195,15 @@ def test_realtime_pacing_follows_the_camera_rate():
     # 25 fps for 2 s: about 50 fused frames, not the hundreds a fast run makes.
     assert 35 <= report.frames <= 52
     assert report.sync.unmatched_vis == 0
+
+
+def test_a_sink_that_cannot_open_releases_the_sources(tmp_path, monkeypatch):
+    from streamfuse.capture.synthetic import SyntheticSource
+    from streamfuse.errors import UsageError
+
+    closed = []
+    monkeypatch.setattr(SyntheticSource, "close", lambda self: closed.append(self.name))
+    rig = load_rig(REPO / "rigs/demo.yaml").with_recording(tmp_path / "missing-folder" / "x.mp4")
+    with pytest.raises(UsageError, match="missing-folder"):
+        run(rig, max_frames=5)
+    assert sorted(closed) == ["ir", "vis"]

@@ -22,7 +22,7 @@ from streamfuse.priors import ClipConfig, DinoConfig, Prior, PriorConfig
 from streamfuse.priors.config import resolve_paths
 from streamfuse.priors.extractor import BACKGROUND_WORDS, PriorExtractor, build_extractor
 from streamfuse.priors.prior import BLEND_FRAMES, EmphasisTrack, upsample
-from streamfuse.priors.weights import check_hash, dino_ref, clip_ref, locate, weights_paths
+from streamfuse.priors.weights import check_hash, clip_ref, dino_ref, locate, weights_paths
 from streamfuse.priors.worker import Offer, PriorWorker, RefreshPolicy, thumbnail
 from streamfuse.thermal import ir_to_u8
 
