@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     add_models_parser(sub)
     from streamfuse.evaluate import add_eval_parser  # logic in evaluate.py
     add_eval_parser(sub)
+    from streamfuse.train import add_train_parser  # logic in train.py; torch only when used
+    add_train_parser(sub)
     return p
 
 

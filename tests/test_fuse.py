@@ -230,7 +230,7 @@ def test_config_validation(kwargs, message):
 
 
 def test_registry_and_factory():
-    assert set(FUSION_MODES) == {"alpha", "msx", "pyramid"}
+    assert set(FUSION_MODES) == {"alpha", "msx", "pyramid", "lite"}
     for mode, cls in FUSION_MODES.items():
         fuser = make_fuser(FusionConfig(mode=mode))
         assert type(fuser) is cls and isinstance(fuser, Fuser)

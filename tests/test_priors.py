@@ -27,6 +27,8 @@ from streamfuse.priors.worker import Offer, PriorWorker, RefreshPolicy, thumbnai
 from streamfuse.thermal import ir_to_u8
 
 MODES = sorted(FUSION_MODES)
+#: The modes that fuse the grey IR into the visible luma (the others colour the IR).
+LUMA_MODES = ("pyramid", "lite")
 #: An open_clip ViT small enough to build and run in milliseconds: same factory, same blocks.
 TINY_CLIP = {"embed_dim": 32,
              "vision_cfg": {"image_size": 64, "layers": 3, "width": 48, "head_width": 16, "patch_size": 16},
@@ -100,7 +102,7 @@ def _two_targets():
 def _ir_only(mode: str, ir: np.ndarray, palette: str) -> np.ndarray:
     """What the frame would look like with all weight on the IR (the thermal signature)."""
     ir8 = ir_to_u8(ir)
-    return cv2.cvtColor(ir8, cv2.COLOR_GRAY2BGR) if mode == "pyramid" else apply_palette(ir8, palette)
+    return cv2.cvtColor(ir8, cv2.COLOR_GRAY2BGR) if mode in LUMA_MODES else apply_palette(ir8, palette)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -115,8 +117,8 @@ def test_region_the_prior_marks_gets_more_thermal_weight(mode):
     thermal = _ir_only(mode, ir, "white-hot").astype(float)
 
     def distance(out, where):  # how far from the thermal signature (grey levels)
-        y = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).astype(float) if mode == "pyramid" else out.astype(float)
-        t = thermal[..., 0] if mode == "pyramid" else thermal
+        y = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).astype(float) if mode in LUMA_MODES else out.astype(float)
+        t = thermal[..., 0] if mode in LUMA_MODES else thermal
         return np.abs(y[where] - t[where]).mean()
 
     assert distance(steered, marked) < 0.5 * distance(plain, marked), mode

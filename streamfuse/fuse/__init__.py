@@ -23,7 +23,7 @@ class FusionConfig:
     """How to fuse. Validated on construction, so `FusionConfig(**yaml_dict)` fails early.
 
     Attributes:
-        mode: a key of FUSION_MODES ("alpha", "msx", "pyramid").
+        mode: a key of FUSION_MODES ("alpha", "msx", "pyramid", "lite").
         palette: a key of PALETTES, used by the modes that colour the IR ("alpha", "msx").
         strength: 0..1, how much IR: the IR weight in "alpha" and in the base level of
             "pyramid"; the gain of the visible detail in "msx".
@@ -104,10 +104,12 @@ def _describe(a) -> str:
 
 # classical.py subclasses Fuser, so it can only be imported once Fuser exists.
 from streamfuse.fuse.classical import AlphaFuser, MsxFuser, PyramidFuser  # noqa: E402
+from streamfuse.fuse.lite import LiteFuser  # noqa: E402  (imports torch only when built)
 
 FUSION_MODES: dict[str, type[Fuser]] = {
     "alpha": AlphaFuser,
     "msx": MsxFuser,
+    "lite": LiteFuser,
     "pyramid": PyramidFuser,
 }
 

@@ -104,12 +104,7 @@ class PyramidFuser(Fuser):
         check_inputs(ir, vis)
         ir8 = ir_to_u8(ir)
         maps = self._emphasis.maps(prior, ir.shape)
-        if vis.ndim == 2:
-            return cv2.cvtColor(self._fuse_luma(ir8, vis, maps), cv2.COLOR_GRAY2BGR)
-        ycrcb = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)
-        fused_y = self._fuse_luma(ir8, cv2.extractChannel(ycrcb, 0), maps)
-        cv2.insertChannel(fused_y, ycrcb, 0)
-        return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
+        return on_luma(vis, lambda luma: self._fuse_luma(ir8, luma, maps))
 
     def _fuse_luma(self, ir8: np.ndarray, luma: np.ndarray, maps=None) -> np.ndarray:
         """Fuse two HxW uint8 images into one HxW uint8 image (`maps`: from `_weights`)."""
@@ -133,6 +128,16 @@ class PyramidFuser(Fuser):
         gains = [np.rint(256.0 * (1.0 + _PRIOR_DETAIL_BOOST * upsample(emphasis, (w, h)))).astype(np.int16)
                  for h, w in sizes[:-1]]
         return (ir_w, 1.0 - ir_w, *gains)
+
+
+def on_luma(vis: np.ndarray, fuse_luma) -> np.ndarray:
+    """BGR: `fuse_luma(visible luma)` (HxW uint8 -> HxW uint8) with the visible chroma kept
+    (Y of YCrCb replaced); a grey visible frame gives a grey BGR result."""
+    if vis.ndim == 2:
+        return cv2.cvtColor(fuse_luma(vis), cv2.COLOR_GRAY2BGR)
+    ycrcb = cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)
+    cv2.insertChannel(fuse_luma(cv2.extractChannel(ycrcb, 0)), ycrcb, 0)
+    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2BGR)
 
 
 def _as_bgr(vis: np.ndarray) -> np.ndarray:

@@ -1,0 +1,260 @@
+"""Training of the `lite` fusion network (`streamfuse train`), on the CPU, in minutes.
+
+Data (only what the shipped weights may be trained on): clips of registered IR/visible
+frames (`--clips`, folders with ir/ and vis/ frames in name order, e.g. the M3SVD frames,
+MIT licence) and the project's own synthetic street scenes (`--synthetic N` scenes, half
+by night). Folders of still pairs are refused: they are for evaluation (`streamfuse eval`).
+
+Every step takes random 128x128 crops of two consecutive frames (flipped at random) and
+minimises, on the fused luma f of lumas a (IR) and b (visible):
+
+    ssim       1 - (SSIM(f, a) + SSIM(f, b)) / 2                       structure of both
+    gradient   max(0, max(|grad a|, |grad b|) - |grad f|)              at least the stronger edge (x GRAD_W)
+    intensity  | blur f - max(blur a, blur b) |                        bright IR targets stay bright
+    scd        2 - corr(f - b, a) - corr(f - a, b)                     SCD, made differentiable (x SCD_W)
+    consistency| maps(flip x) - flip maps(x) |                          equivariance
+    temporal   | maps(x_t) - maps(x_t+1) |                              no flicker between frames
+
+Checkpoints (model, optimiser, step, random state) go to --checkpoint every --every steps and at
+the end; --resume continues from it. The final weights (model only) go to --out.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamfuse.errors import UsageError
+from streamfuse.models import lite
+
+CROP = 128
+GRAD_W = 10.0
+INTENSITY_W = 0.5
+SCD_W = 0.25
+CONSISTENCY_W = 1.0
+TEMPORAL_W = 2.0
+_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. Validated on construction (ValueError("field: message"))."""
+
+    steps: int = 600
+    batch: int = 8
+    lr: float = 2e-3
+    seed: int = 0
+    synthetic: int = 4
+    every: int = 100
+
+    def __post_init__(self):
+        for name in ("steps", "batch", "every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.synthetic, int) or self.synthetic < 0:
+            raise ValueError(f"synthetic: expected a whole number >= 0, got {self.synthetic!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
+
+
+def luma(vis: np.ndarray) -> np.ndarray:
+    """The visible luma (Y of YCrCb, as the fusers use it) as float32 0..1."""
+    y = vis if vis.ndim == 2 else cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[..., 0]
+    return y.astype(np.float32) / 255.0
+
+
+def load_clips(roots: list[Path]) -> list[np.ndarray]:
+    """Each clip under `roots` as a T x 2 x H x W float32 array (IR luma, visible luma)."""
+    from streamfuse.thermal import ir_to_u8
+
+    clips = []
+    for root in roots:
+        if "pairs" in Path(root).resolve().parts:
+            raise UsageError(f"train: {root} is an evaluation set; train only on clips you may train on "
+                             f"(e.g. the M3SVD frames) and --synthetic scenes")
+        folders = [root] if (root / "ir").is_dir() else sorted(p for p in root.iterdir() if (p / "ir").is_dir())
+        if not folders:
+            raise UsageError(f"train: {root} holds no clip (ir/ and vis/ folders of frames)")
+        for folder in folders:
+            names = sorted(p.name for p in (folder / "ir").iterdir() if p.suffix.lower() in _EXTS)
+            frames = []
+            for name in names:
+                ir = cv2.imread(str(folder / "ir" / name), cv2.IMREAD_UNCHANGED)
+                vis = cv2.imread(str(folder / "vis" / name), cv2.IMREAD_COLOR)
+                if ir is None or vis is None or ir.shape[:2] != vis.shape[:2]:
+                    raise UsageError(f"train: cannot read a registered pair {folder}/{{ir,vis}}/{name}")
+                ir = ir if ir.ndim == 2 else cv2.cvtColor(ir, cv2.COLOR_BGR2GRAY)
+                frames.append(np.stack([ir_to_u8(ir).astype(np.float32) / 255.0, luma(vis)]))
+            if len(frames) >= 2:
+                clips.append(np.stack(frames))
+    return clips
+
+
+def synthetic_clips(count: int, seed: int, length: int = 6) -> list[np.ndarray]:
+    """`count` synthetic clips (half by night) in the format of `load_clips`, IR registered."""
+    from streamfuse.capture.scene import SyntheticScene
+    from streamfuse.thermal import ir_to_u8
+
+    clips = []
+    for i in range(count):
+        scene = SyntheticScene(seed=seed * 1000 + i, night=bool(i % 2))
+        frames = []
+        for t in range(length):
+            t_s = 0.8 * i + t / 25.0
+            ir = cv2.warpPerspective(scene.render_ir(t_s, t), scene.H_vis_from_ir, scene.vis_size,
+                                     flags=cv2.INTER_LINEAR)
+            frames.append(np.stack([ir_to_u8(ir).astype(np.float32) / 255.0, luma(scene.render_vis(t_s, t))]))
+        clips.append(np.stack(frames))
+    return clips
+
+
+def sample(clips: list[np.ndarray], batch: int, rng: np.random.Generator) -> np.ndarray:
+    """batch x 2 (t, t+1) x 2 (a, b) x CROP x CROP random crops, flipped at random."""
+    out = np.empty((batch, 2, 2, CROP, CROP), np.float32)
+    for k in range(batch):
+        clip = clips[rng.integers(len(clips))]
+        t = rng.integers(len(clip) - 1)
+        y = rng.integers(clip.shape[2] - CROP + 1)
+        x = rng.integers(clip.shape[3] - CROP + 1)
+        crop = clip[t:t + 2, :, y:y + CROP, x:x + CROP]
+        if rng.random() < 0.5:
+            crop = crop[..., ::-1]
+        out[k] = crop
+    return out
+
+
+def _ssim(x, y):
+    import torch.nn.functional as F
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    pool = lambda z: F.avg_pool2d(z, 7, 1, 3, count_include_pad=False)  # noqa: E731
+    mx, my = pool(x), pool(y)
+    vx, vy, cxy = pool(x * x) - mx * mx, pool(y * y) - my * my, pool(x * y) - mx * my
+    return (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean()
+
+
+def _grad(x):
+    import torch
+    import torch.nn.functional as F
+
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
+    kernel = torch.stack([k, k.t()])[:, None]
+    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
+    return g.abs().sum(dim=1, keepdim=True)
+
+
+def _corr(x, y):
+    """Per-sample correlation coefficient of two (B,1,H,W) tensors: (B,)."""
+    x = x.flatten(1) - x.flatten(1).mean(dim=1, keepdim=True)
+    y = y.flatten(1) - y.flatten(1).mean(dim=1, keepdim=True)
+    return (x * y).sum(1) / ((x * x).sum(1) * (y * y).sum(1) + 1e-12).sqrt()
+
+
+def losses(net, batch) -> dict:
+    """The loss terms (module docstring) on one batch: B x 2 x 2 x H x W tensor."""
+    import torch
+
+    a0, b0, a1, b1 = batch[:, 0, :1], batch[:, 0, 1:], batch[:, 1, :1], batch[:, 1, 1:]
+    maps0 = net(lite.features_torch(a0, b0))
+    maps1 = net(lite.features_torch(a1, b1))
+    fused = lite.apply_torch(a0, b0, maps0)
+    flipped = net(lite.features_torch(a0.flip(-1), b0.flip(-1))).flip(-1)
+    blur = lambda x: lite._box_torch(x, lite.BASE_RADIUS)  # noqa: E731
+    return {
+        "ssim": 1.0 - 0.5 * (_ssim(fused, a0) + _ssim(fused, b0)),
+        "gradient": GRAD_W * torch.relu(torch.maximum(_grad(a0), _grad(b0)) - _grad(fused)).mean(),
+        "intensity": INTENSITY_W * (blur(fused) - torch.maximum(blur(a0), blur(b0))).abs().mean(),
+        "scd": SCD_W * (2.0 - _corr(fused - b0, a0) - _corr(fused - a0, b0)).mean(),
+        "consistency": CONSISTENCY_W * (flipped - maps0).abs().mean(),
+        "temporal": TEMPORAL_W * (maps1 - maps0).abs().mean(),
+    }
+
+
+def train(cfg: TrainConfig, clips: list[np.ndarray], out: Path, checkpoint: Path, *,
+          resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) and write the weights to `out`; returns the last step's losses."""
+    import torch
+
+    torch.manual_seed(cfg.seed)
+    net = lite.build_net()
+    opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
+    step = 0
+    if resume:
+        if not checkpoint.is_file():
+            raise UsageError(f"train: --resume: no checkpoint at {checkpoint}; drop --resume to start afresh")
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        rng = state["rng"]
+    else:
+        rng = np.random.default_rng(cfg.seed)
+    if not clips:
+        raise UsageError("train: no training data; give --clips and/or --synthetic N")
+    last: dict = {}
+    started = time.monotonic()
+    first = step
+    while step < cfg.steps:
+        terms = losses(net, torch.from_numpy(sample(clips, cfg.batch, rng)))
+        total = sum(terms.values())
+        opt.zero_grad()
+        total.backward()
+        opt.step()
+        step += 1
+        last = {k: v.item() for k, v in terms.items()} | {"total": total.item()}
+        if progress:
+            rate = (step - first) / max(time.monotonic() - started, 1e-9)
+            print(f"\rstep {step}/{cfg.steps}  loss {last['total']:.4f}  "
+                  + " ".join(f"{k} {v:.4f}" for k, v in terms.items() if k != "total")
+                  + f"  {rate:.1f} steps/s", end="", file=sys.stderr, flush=True)
+        if step % cfg.every == 0 or step == cfg.steps:
+            checkpoint.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng,
+                        "config": cfg.__dict__}, checkpoint)
+    if progress:
+        print(file=sys.stderr)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": net.state_dict(), "steps": step, "config": cfg.__dict__}, out)
+    return last
+
+
+def add_train_parser(sub) -> None:
+    """The `train` subcommand, registered on the CLI's subparsers."""
+    t = sub.add_parser("train", help="train the lite fusion network on clips and synthetic scenes (CPU)",
+                       description="Train the `lite` fusion mode's network. Use only data you may train "
+                                   "on; folders of evaluation pairs are refused.")
+    t.add_argument("--clips", type=Path, nargs="*", default=[], metavar="DIR",
+                   help="clips (ir/ + vis/ folders of registered frames) or folders of clips")
+    t.add_argument("--synthetic", type=int, default=4, metavar="N", help="synthetic scenes, half by night (4)")
+    t.add_argument("--steps", type=int, default=600, metavar="N", help="optimiser steps in all (600)")
+    t.add_argument("--batch", type=int, default=8, metavar="N", help="crops per step (8)")
+    t.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate (0.002)")
+    t.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    t.add_argument("--every", type=int, default=100, metavar="N", help="checkpoint every N steps (100)")
+    t.add_argument("--checkpoint", type=Path, default=Path("lite-checkpoint.pt"),
+                   help="checkpoint file (lite-checkpoint.pt)")
+    t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    t.add_argument("--out", type=Path, default=Path("lite.pt"), help="weights file to write (lite.pt)")
+    t.add_argument("--quiet", action="store_true", help="no progress line")
+    t.set_defaults(handler=run_train)
+
+
+def run_train(args) -> int:
+    """The `train` command."""
+    try:
+        cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                          synthetic=args.synthetic, every=args.every)
+    except ValueError as exc:
+        raise UsageError(f"train: --{exc}") from None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError("train: needs torch; install the learn extra: pip install -e '.[learn]'") from None
+    clips = load_clips(args.clips) + synthetic_clips(cfg.synthetic, cfg.seed)
+    last = train(cfg, clips, args.out, args.checkpoint, resume=args.resume, progress=not args.quiet)
+    print(f"wrote {args.out} ({cfg.steps} steps; last loss {last.get('total', float('nan')):.4f})")
+    return 0
