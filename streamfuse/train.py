@@ -61,14 +61,14 @@ class TrainConfig:
             raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
 
 
-def luma(vis: np.ndarray) -> np.ndarray:
-    """The visible luma (Y of YCrCb, as the fusers use it) as float32 0..1."""
-    y = vis if vis.ndim == 2 else cv2.cvtColor(vis, cv2.COLOR_BGR2YCrCb)[..., 0]
-    return y.astype(np.float32) / 255.0
+def _frame(ir_u8: np.ndarray, vis: np.ndarray) -> np.ndarray:
+    """4 x H x W float32 0..1: IR luma, visible B, G, R (a grey visible image is repeated)."""
+    vis = vis if vis.ndim == 3 else cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR)
+    return np.concatenate([ir_u8[None], vis.transpose(2, 0, 1)]).astype(np.float32) / 255.0
 
 
 def load_clips(roots: list[Path]) -> list[np.ndarray]:
-    """Each clip under `roots` as a T x 2 x H x W float32 array (IR luma, visible luma)."""
+    """Each clip under `roots` as a T x 4 x H x W float32 array (IR luma, visible B, G, R; 0..1)."""
     from streamfuse.thermal import ir_to_u8
 
     clips = []
@@ -88,7 +88,7 @@ def load_clips(roots: list[Path]) -> list[np.ndarray]:
                 if ir is None or vis is None or ir.shape[:2] != vis.shape[:2]:
                     raise UsageError(f"train: cannot read a registered pair {folder}/{{ir,vis}}/{name}")
                 ir = ir if ir.ndim == 2 else cv2.cvtColor(ir, cv2.COLOR_BGR2GRAY)
-                frames.append(np.stack([ir_to_u8(ir).astype(np.float32) / 255.0, luma(vis)]))
+                frames.append(_frame(ir_to_u8(ir), vis))
             if len(frames) >= 2:
                 clips.append(np.stack(frames))
     return clips
@@ -107,14 +107,14 @@ def synthetic_clips(count: int, seed: int, length: int = 6) -> list[np.ndarray]:
             t_s = 0.8 * i + t / 25.0
             ir = cv2.warpPerspective(scene.render_ir(t_s, t), scene.H_vis_from_ir, scene.vis_size,
                                      flags=cv2.INTER_LINEAR)
-            frames.append(np.stack([ir_to_u8(ir).astype(np.float32) / 255.0, luma(scene.render_vis(t_s, t))]))
+            frames.append(_frame(ir_to_u8(ir), scene.render_vis(t_s, t)))
         clips.append(np.stack(frames))
     return clips
 
 
 def sample(clips: list[np.ndarray], batch: int, rng: np.random.Generator) -> np.ndarray:
-    """batch x 2 (t, t+1) x 2 (a, b) x CROP x CROP random crops, flipped at random."""
-    out = np.empty((batch, 2, 2, CROP, CROP), np.float32)
+    """batch x 2 (t, t+1) x 4 (IR, visible B, G, R) x CROP x CROP random crops, flipped at random."""
+    out = np.empty((batch, 2, clips[0].shape[1], CROP, CROP), np.float32)
     for k in range(batch):
         clip = clips[rng.integers(len(clips))]
         t = rng.integers(len(clip) - 1)
@@ -127,48 +127,24 @@ def sample(clips: list[np.ndarray], batch: int, rng: np.random.Generator) -> np.
     return out
 
 
-def _ssim(x, y):
-    import torch.nn.functional as F
-
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    pool = lambda z: F.avg_pool2d(z, 7, 1, 3, count_include_pad=False)  # noqa: E731
-    mx, my = pool(x), pool(y)
-    vx, vy, cxy = pool(x * x) - mx * mx, pool(y * y) - my * my, pool(x * y) - mx * my
-    return (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean()
-
-
-def _grad(x):
-    import torch
-    import torch.nn.functional as F
-
-    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]]) / 4.0
-    kernel = torch.stack([k, k.t()])[:, None]
-    g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
-    return g.abs().sum(dim=1, keepdim=True)
-
-
-def _corr(x, y):
-    """Per-sample correlation coefficient of two (B,1,H,W) tensors: (B,)."""
-    x = x.flatten(1) - x.flatten(1).mean(dim=1, keepdim=True)
-    y = y.flatten(1) - y.flatten(1).mean(dim=1, keepdim=True)
-    return (x * y).sum(1) / ((x * x).sum(1) * (y * y).sum(1) + 1e-12).sqrt()
-
-
-def losses(net, batch) -> dict:
-    """The loss terms (module docstring) on one batch: B x 2 x 2 x H x W tensor."""
+def lite_losses(net, batch) -> dict:
+    """The lite loss terms (module docstring) on one batch (layout of `sample`)."""
     import torch
 
-    a0, b0, a1, b1 = batch[:, 0, :1], batch[:, 0, 1:], batch[:, 1, :1], batch[:, 1, 1:]
+    from streamfuse import losses as L
+
+    a0, b0 = batch[:, 0, :1], L.luma(batch[:, 0, 1:])
+    a1, b1 = batch[:, 1, :1], L.luma(batch[:, 1, 1:])
     maps0 = net(lite.features_torch(a0, b0))
     maps1 = net(lite.features_torch(a1, b1))
     fused = lite.apply_torch(a0, b0, maps0)
     flipped = net(lite.features_torch(a0.flip(-1), b0.flip(-1))).flip(-1)
-    blur = lambda x: lite._box_torch(x, lite.BASE_RADIUS)  # noqa: E731
+    blur = lambda x: L.box(x, lite.BASE_RADIUS)  # noqa: E731
     return {
-        "ssim": 1.0 - 0.5 * (_ssim(fused, a0) + _ssim(fused, b0)),
-        "gradient": GRAD_W * torch.relu(torch.maximum(_grad(a0), _grad(b0)) - _grad(fused)).mean(),
+        "ssim": 1.0 - 0.5 * (L.ssim(fused, a0) + L.ssim(fused, b0)),
+        "gradient": GRAD_W * torch.relu(torch.maximum(L.gradient(a0), L.gradient(b0)) - L.gradient(fused)).mean(),
         "intensity": INTENSITY_W * (blur(fused) - torch.maximum(blur(a0), blur(b0))).abs().mean(),
-        "scd": SCD_W * (2.0 - _corr(fused - b0, a0) - _corr(fused - a0, b0)).mean(),
+        "scd": SCD_W * L.scd(fused, a0, b0).mean(),
         "consistency": CONSISTENCY_W * (flipped - maps0).abs().mean(),
         "temporal": TEMPORAL_W * (maps1 - maps0).abs().mean(),
     }
@@ -199,7 +175,7 @@ def train(cfg: TrainConfig, clips: list[np.ndarray], out: Path, checkpoint: Path
     started = time.monotonic()
     first = step
     while step < cfg.steps:
-        terms = losses(net, torch.from_numpy(sample(clips, cfg.batch, rng)))
+        terms = lite_losses(net, torch.from_numpy(sample(clips, cfg.batch, rng)))
         total = sum(terms.values())
         opt.zero_grad()
         total.backward()

@@ -116,7 +116,8 @@ def test_shipped_weights_are_small_and_trained():
 
 def _tiny_clips():
     a, b = _lumas(136, 136, seed=5)
-    return [np.stack([np.stack([np.roll(a, k, 1), np.roll(b, k, 1)]) for k in range(3)])]
+    frame = lambda k: np.stack([np.roll(a, k, 1)] + [np.roll(b, k, 1)] * 3)  # noqa: E731  IR, B, G, R
+    return [np.stack([frame(k) for k in range(3)])]
 
 
 def test_train_resumes_from_a_checkpoint_exactly(tmp_path):
