@@ -148,14 +148,22 @@ def _size(image: np.ndarray) -> str:
     return f"{image.shape[1]}x{image.shape[0]}"
 
 
-def fuser_method(fuser) -> Method:
-    """A method from any object with `fuse(ir, vis)` (a `streamfuse.fuse.Fuser`)."""
-    return lambda pair, loaded: fuser.fuse(loaded.ir, loaded.vis)
+def fuser_method(fuser, *, video: bool = False) -> Method:
+    """A method from any object with `fuse(ir, vis)` (a `streamfuse.fuse.Fuser`). Pairs are
+    unrelated stills (the fuser is reset before each) unless `video`: frames of one clip."""
+    if video:
+        return lambda pair, loaded: fuser.fuse(loaded.ir, loaded.vis)
+
+    def still(pair, loaded):
+        if hasattr(fuser, "reset"):
+            fuser.reset()
+        return fuser.fuse(loaded.ir, loaded.vis)
+    return still
 
 
-def mode_method(mode: str, palette: str = "ironbow") -> Method:
+def mode_method(mode: str, palette: str = "ironbow", *, video: bool = False) -> Method:
     """A fresh fuser of FUSION_MODES[mode] with default settings (ValueError if unknown)."""
-    return fuser_method(make_fuser(FusionConfig(mode=mode, palette=palette)))
+    return fuser_method(make_fuser(FusionConfig(mode=mode, palette=palette)), video=video)
 
 
 def folder_method(folder: Path, groups: Sequence[str]) -> Method:
@@ -316,8 +324,8 @@ def run_eval(args) -> int:
     clip_groups = _merge([find_groups(root) for root in args.video])
     _make_folder(args.out)
 
-    def methods(groups: Sequence[str]) -> dict[str, Method]:
-        made = {mode: mode_method(mode, args.palette) for mode in modes}
+    def methods(groups: Sequence[str], video: bool = False) -> dict[str, Method]:
+        made = {mode: mode_method(mode, args.palette, video=video) for mode in modes}
         made.update({label: folder_method(folder, groups) for label, folder in fused_dirs})
         return made
 
@@ -333,7 +341,7 @@ def run_eval(args) -> int:
         if args.montage and chosen:
             cv2.imwrite(str(args.out / "montage.png"), montage(_spread(pair_groups, args.montage), chosen, load_pair))
     if clip_groups:
-        results = {clip: clip_flicker(frames, methods([clip])) for clip, frames in clip_groups.items()}
+        results = {clip: clip_flicker(frames, methods([clip], video=True)) for clip, frames in clip_groups.items()}
         print(("\n\n" if pair_groups else "") + format_flicker(results))
         rows = {clip: {label: _json_number(v) for label, v in values.items()} for clip, values in results.items()}
         (args.out / "flicker.json").write_text(json.dumps(rows, indent=1) + "\n")

@@ -60,3 +60,73 @@ def scd(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def box(x: torch.Tensor, r: int) -> torch.Tensor:
     """Box mean over (2r+1)^2 with reflected borders."""
     return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="reflect"), 2 * r + 1, stride=1)
+
+
+# --------------------------------------------------------------------------- the image measures
+# Differentiable versions of VIF and Qabf as `streamfuse.fusion_metrics` computes them (the
+# literature's MATLAB toolbox), on luma tensors in 0..1 scaled to grey levels 0..255. They
+# differ from the measures only where those are not differentiable: no rounding to 8 bit, and
+# Qabf's edge orientation and strength ratio are taken with a tiny epsilon.
+
+def _gauss_window(n: int, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(n, dtype=like.dtype, device=like.device) - (n - 1) / 2
+    k = torch.exp(-(x * x) / (2 * (n / 5.0) ** 2))
+    return k / k.sum()
+
+
+def _filter_valid(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    x = F.conv2d(x, k.view(1, 1, 1, -1))
+    return F.conv2d(x, k.view(1, 1, -1, 1))
+
+
+def vif(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Pixel-domain 4-scale VIF of `dist` against `ref` (B,1,H,W in 0..1), per sample (B,)."""
+    sigma_nsq = 2.0
+    ref, dist = ref * 255.0, dist * 255.0
+    num = den = 0.0
+    for scale in range(1, 5):
+        n = 2 ** (5 - scale) + 1
+        win = _gauss_window(n, ref)
+        if scale > 1:
+            ref = _filter_valid(ref, win)[..., ::2, ::2]
+            dist = _filter_valid(dist, win)[..., ::2, ::2]
+        if min(ref.shape[-2:]) < n:
+            break
+        mu1, mu2 = _filter_valid(ref, win), _filter_valid(dist, win)
+        s1 = (_filter_valid(ref * ref, win) - mu1 * mu1).clamp(min=0)
+        s2 = (_filter_valid(dist * dist, win) - mu2 * mu2).clamp(min=0)
+        s12 = _filter_valid(ref * dist, win) - mu1 * mu2
+        g = s12 / (s1 + 1e-10)
+        sv = s2 - g * s12
+        negative = g < 0
+        sv = torch.where(negative, s2, sv).clamp(min=1e-10)
+        g = g.clamp(min=0)
+        num = num + torch.log10(1 + g * g * s1 / (sv + sigma_nsq)).flatten(1).sum(1)
+        den = den + torch.log10(1 + s1 / sigma_nsq).flatten(1).sum(1)
+    return num / (den + 1e-12)
+
+
+def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel strength and orientation atan(gy/gx) of a (B,1,H,W) image in grey levels."""
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
+    d = F.conv2d(x, torch.stack([k, k.t()])[:, None], padding=1)  # zero borders, as the toolbox
+    gx, gy = d[:, :1], d[:, 1:]
+    strength = torch.sqrt(gx * gx + gy * gy + 1e-6)
+    safe = torch.where(gx.abs() < 1e-6, torch.full_like(gx, 1e-6), gx)
+    return strength, torch.atan(gy / safe)
+
+
+def qabf(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """Xydeas-Petrovic Q^AB/F of `fused` from sources a, b (B,1,H,W in 0..1), per sample (B,)."""
+    from streamfuse.fusion_metrics import _DA, _DG, _KA, _KG, _TA, _TG
+
+    (g_a, o_a), (g_b, o_b), (g_f, o_f) = _edges(a * 255.0), _edges(b * 255.0), _edges(fused * 255.0)
+
+    def keep(g_s, o_s):
+        ratio = torch.minimum(g_s, g_f) / torch.maximum(g_s, g_f)
+        q_g = _TG / (1 + torch.exp(_KG * (ratio - _DG)))
+        q_o = _TA / (1 + torch.exp(_KA * (1 - (o_s - o_f).abs() / (torch.pi / 2) - _DA)))
+        return q_g * q_o
+
+    total = (keep(g_a, o_a) * g_a + keep(g_b, o_b) * g_b).flatten(1).sum(1)
+    return total / (g_a + g_b).flatten(1).sum(1)

@@ -25,6 +25,7 @@ def fuse_stills(ir: Path, vis: Path, output: Path, *, mode: str, palette: str,
         ir_img = read_image(ir_path, "ir")
         vis_img = read_image(vis_path, "vis")
         ir_img = _register(ir_img, vis_img, cal, ir_path, vis_path)
+        fuser.reset()  # unrelated images: no video state from the last pair
         fused = fuser.fuse(ir_img, vis_img)
         if not cv2.imwrite(str(out_path), fused):
             raise UsageError(f"{out_path}: cannot write the image; check the folder and the suffix (.png, .jpg)")

@@ -1,22 +1,24 @@
-"""Training of the `lite` fusion network (`streamfuse train`), on the CPU, in minutes.
+"""Training of the fusion networks (`streamfuse train`): `lite` on the CPU in minutes, `spg`.
 
-Data (only what the shipped weights may be trained on): clips of registered IR/visible
-frames (`--clips`, folders with ir/ and vis/ frames in name order, e.g. the M3SVD frames,
-MIT licence) and the project's own synthetic street scenes (`--synthetic N` scenes, half
-by night). Folders of still pairs are refused: they are for evaluation (`streamfuse eval`).
+Data (only what shipped weights may be trained on): clips of registered IR/visible frames
+(`--clips`, folders with ir/ and vis/ frames in name order, e.g. the M3SVD frames, MIT
+licence) and the project's own synthetic street scenes (`--synthetic N` scenes, half by
+night). Folders of still pairs are refused: they are for evaluation (`streamfuse eval`).
 
-Every step takes random 128x128 crops of two consecutive frames (flipped at random) and
-minimises, on the fused luma f of lumas a (IR) and b (visible):
+Every step takes random CROP x CROP crops of two consecutive frames (flipped at random). The
+`lite` network is trained on the image measures themselves, made differentiable
+(`streamfuse.losses`; label-free: no fused ground truth exists), on the fused luma f of the
+lumas a (IR) and b (visible):
 
-    ssim       1 - (SSIM(f, a) + SSIM(f, b)) / 2                       structure of both
-    gradient   max(0, max(|grad a|, |grad b|) - |grad f|)              at least the stronger edge (x GRAD_W)
-    intensity  | blur f - max(blur a, blur b) |                        bright IR targets stay bright
-    scd        2 - corr(f - b, a) - corr(f - a, b)                     SCD, made differentiable (x SCD_W)
-    consistency| maps(flip x) - flip maps(x) |                          equivariance
-    temporal   | maps(x_t) - maps(x_t+1) |                              no flicker between frames
+    vif          max(0, VIF_TARGET - VIF(a, f) - VIF(b, f))     information of both kept (hinge)
+    qabf         1 - Qabf(a, b, f)                             edges as strong and as oriented
+    scd          max(0, SCD_TARGET - SCD(a, b, f))             what each camera adds (hinge)
+    consistency  | maps(flip x) - flip maps(x) |               equivariance
+    temporal     | maps(x_t) - maps(x_t+1) |                   no flicker between frames
 
-Checkpoints (model, optimiser, step, random state) go to --checkpoint every --every steps and at
-the end; --resume continues from it. The final weights (model only) go to --out.
+`spg` has the SPGFusion losses (`streamfuse.models.spg.spg_losses`). Checkpoints (model,
+optimiser, step, random state) go to --checkpoint every --every steps and at the end, through
+a temporary file; --resume continues from it, exactly. The final weights go to --out.
 """
 from __future__ import annotations
 
@@ -31,12 +33,15 @@ import numpy as np
 from streamfuse.errors import UsageError
 from streamfuse.models import lite
 
-CROP = 128
-GRAD_W = 10.0
-INTENSITY_W = 0.5
-SCD_W = 0.25
-CONSISTENCY_W = 1.0
-TEMPORAL_W = 2.0
+CROP = 160
+#: Loss weights. VIF and SCD count only below their targets (a hinge): past them, Qabf (edge
+#: preservation, the hardest of the three to raise) decides.
+VIF_W, VIF_TARGET = 1.0, 1.0
+QABF_W = 4.0
+SCD_W, SCD_TARGET = 1.0, 1.5
+CLIP_W = 0.1
+CONSISTENCY_W = 0.5
+TEMPORAL_W = 1.0
 _EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
@@ -44,6 +49,7 @@ _EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 class TrainConfig:
     """One training run. Validated on construction (ValueError("field: message"))."""
 
+    model: str = "lite"
     steps: int = 600
     batch: int = 8
     lr: float = 2e-3
@@ -52,6 +58,8 @@ class TrainConfig:
     every: int = 100
 
     def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"model: expected one of {', '.join(MODELS)}, got {self.model!r}")
         for name in ("steps", "batch", "every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)!r}")
@@ -127,42 +135,72 @@ def sample(clips: list[np.ndarray], batch: int, rng: np.random.Generator) -> np.
     return out
 
 
-def lite_losses(net, batch) -> dict:
-    """The lite loss terms (module docstring) on one batch (layout of `sample`)."""
+def lite_losses(net, batch, clip=None) -> dict:
+    """The lite loss terms (module docstring) on one batch (layout of `sample`); with `clip`
+    (a `clipfusion.PromptTargets`), CLIPFusion's prompt loss on the fused luma too."""
     import torch
 
     from streamfuse import losses as L
 
     a0, b0 = batch[:, 0, :1], L.luma(batch[:, 0, 1:])
     a1, b1 = batch[:, 1, :1], L.luma(batch[:, 1, 1:])
-    maps0 = net(lite.features_torch(a0, b0))
-    maps1 = net(lite.features_torch(a1, b1))
-    fused = lite.apply_torch(a0, b0, maps0)
-    flipped = net(lite.features_torch(a0.flip(-1), b0.flip(-1))).flip(-1)
-    blur = lambda x: L.box(x, lite.BASE_RADIUS)  # noqa: E731
-    return {
-        "ssim": 1.0 - 0.5 * (L.ssim(fused, a0) + L.ssim(fused, b0)),
-        "gradient": GRAD_W * torch.relu(torch.maximum(L.gradient(a0), L.gradient(b0)) - L.gradient(fused)).mean(),
-        "intensity": INTENSITY_W * (blur(fused) - torch.maximum(blur(a0), blur(b0))).abs().mean(),
-        "scd": SCD_W * L.scd(fused, a0, b0).mean(),
-        "consistency": CONSISTENCY_W * (flipped - maps0).abs().mean(),
-        "temporal": TEMPORAL_W * (maps1 - maps0).abs().mean(),
+    feats0, a_low, b_low = lite.features_torch(a0, b0)
+    maps0 = net(feats0)
+    probs0 = lite.probabilities_torch(maps0)
+    probs1 = lite.probabilities_torch(net(lite.features_torch(a1, b1)[0]))
+    flipped = lite.probabilities_torch(net(lite.features_torch(a0.flip(-1), b0.flip(-1))[0]).flip(-1))
+    fused = lite.apply_torch(a0, b0, probs0, a_low, b_low).clamp(0.0, 1.0)
+    extra = {} if clip is None else {"clip": CLIP_W * clip.loss(fused)}
+    return extra | {
+        "vif": VIF_W * (VIF_TARGET - L.vif(a0, fused) - L.vif(b0, fused)).clamp(min=0).mean(),
+        "qabf": QABF_W * (1.0 - L.qabf(a0, b0, fused)).mean(),
+        "scd": SCD_W * (SCD_TARGET - (2.0 - L.scd(fused, a0, b0))).clamp(min=0).mean(),
+        "consistency": CONSISTENCY_W * (flipped - probs0).abs().mean(),
+        "temporal": TEMPORAL_W * (probs1 - probs0).abs().mean(),
     }
 
 
+def _spg():
+    from streamfuse.models import spg
+    return spg.build_net, spg.spg_losses
+
+
+#: Trainable networks: name -> () -> (build_net, losses(net, batch) -> {term: tensor}).
+MODELS = {"lite": lambda: (lite.build_net, lite_losses), "spg": _spg}
+
+
+def _save(obj, path: Path) -> None:
+    """torch.save through a temporary file and a rename: a kill mid-write keeps the last file."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    torch.save(obj, partial)
+    partial.replace(path)
+
+
 def train(cfg: TrainConfig, clips: list[np.ndarray], out: Path, checkpoint: Path, *,
-          resume: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) and write the weights to `out`; returns the last step's losses."""
+          resume: bool = False, progress: bool = True, clip_rig: Path | None = None) -> dict:
+    """Train (or resume) and write the weights to `out`; returns the last step's losses.
+
+    With `clip_rig` (a rig whose priors section names a pretrained CLIP), CLIPFusion's
+    learned prompts are fitted first (IR vs visible crops of the training data, all grey) and
+    their loss joins the others; the prompts are checkpointed with the network."""
     import torch
 
     torch.manual_seed(cfg.seed)
-    net = lite.build_net()
+    build_net, losses_of = MODELS[cfg.model]()
+    net = build_net()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     step = 0
+    state: dict | None = None
     if resume:
         if not checkpoint.is_file():
             raise UsageError(f"train: --resume: no checkpoint at {checkpoint}; drop --resume to start afresh")
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("config", {}).get("model", "lite") != cfg.model:
+            raise UsageError(f"train: --resume: {checkpoint} is a {state['config'].get('model', 'lite')} checkpoint, "
+                             f"not {cfg.model}; pass --model {state['config'].get('model', 'lite')}")
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
@@ -171,11 +209,13 @@ def train(cfg: TrainConfig, clips: list[np.ndarray], out: Path, checkpoint: Path
         rng = np.random.default_rng(cfg.seed)
     if not clips:
         raise UsageError("train: no training data; give --clips and/or --synthetic N")
+    targets = _prompt_targets(clip_rig, clips, cfg, state)
+    extra = {} if targets is None else {"clip": targets}
     last: dict = {}
     started = time.monotonic()
     first = step
     while step < cfg.steps:
-        terms = lite_losses(net, torch.from_numpy(sample(clips, cfg.batch, rng)))
+        terms = losses_of(net, torch.from_numpy(sample(clips, cfg.batch, rng)), **extra)
         total = sum(terms.values())
         opt.zero_grad()
         total.backward()
@@ -188,21 +228,45 @@ def train(cfg: TrainConfig, clips: list[np.ndarray], out: Path, checkpoint: Path
                   + " ".join(f"{k} {v:.4f}" for k, v in terms.items() if k != "total")
                   + f"  {rate:.1f} steps/s", end="", file=sys.stderr, flush=True)
         if step % cfg.every == 0 or step == cfg.steps:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng,
-                        "config": cfg.__dict__}, checkpoint)
+            _save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng,
+                   "config": cfg.__dict__, "prompts": targets.state_dict() if targets else None}, checkpoint)
     if progress:
         print(file=sys.stderr)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": net.state_dict(), "steps": step, "config": cfg.__dict__}, out)
+    _save({"model": net.state_dict(), "steps": step, "config": cfg.__dict__}, out)
     return last
+
+
+def _prompt_targets(clip_rig: Path | None, clips: list[np.ndarray], cfg: TrainConfig, state: dict | None):
+    """CLIPFusion's prompt targets (`streamfuse.clipfusion`), or None without --clipfusion."""
+    if clip_rig is None:
+        return None
+    import torch
+
+    from streamfuse import clipfusion
+    from streamfuse import losses as L
+
+    targets = clipfusion.load_prompt_targets(clipfusion.rig_priors(clip_rig), clip_rig)
+    if state is not None and state.get("prompts") is not None:
+        targets.load_state_dict(state["prompts"])
+    else:
+        probe = torch.from_numpy(sample(clips, 64, np.random.default_rng(cfg.seed + 1)))[:, 0]
+        # Grey IR against the grey visible luma: the lite network fuses lumas, so colour must
+        # not be what tells the prompts apart.
+        targets.fit(probe[:, :1], L.luma(probe[:, 1:]))
+    return targets
 
 
 def add_train_parser(sub) -> None:
     """The `train` subcommand, registered on the CLI's subparsers."""
-    t = sub.add_parser("train", help="train the lite fusion network on clips and synthetic scenes (CPU)",
-                       description="Train the `lite` fusion mode's network. Use only data you may train "
-                                   "on; folders of evaluation pairs are refused.")
+    t = sub.add_parser("train", help="train a fusion network (lite or spg) on clips and synthetic scenes",
+                       description="Train the `lite` (or `spg`) fusion mode's network. Use only data you may "
+                                   "train on; folders of evaluation pairs are refused. Ctrl-C or a crash loses "
+                                   "at most --every steps: run again with --resume.")
+    t.add_argument("--model", choices=sorted(MODELS), default="lite",
+                   help="network to train: lite (real time on the CPU) or spg (prior-guided, for a GPU) (lite)")
+    t.add_argument("--clipfusion", type=Path, metavar="RIG",
+                   help="add CLIPFusion's learned-prompt loss with the CLIP of RIG's priors section "
+                        "(pretrained weights needed: `streamfuse models fetch RIG`)")
     t.add_argument("--clips", type=Path, nargs="*", default=[], metavar="DIR",
                    help="clips (ir/ + vis/ folders of registered frames) or folders of clips")
     t.add_argument("--synthetic", type=int, default=4, metavar="N", help="synthetic scenes, half by night (4)")
@@ -222,7 +286,7 @@ def add_train_parser(sub) -> None:
 def run_train(args) -> int:
     """The `train` command."""
     try:
-        cfg = TrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
+        cfg = TrainConfig(model=args.model, steps=args.steps, batch=args.batch, lr=args.lr, seed=args.seed,
                           synthetic=args.synthetic, every=args.every)
     except ValueError as exc:
         raise UsageError(f"train: --{exc}") from None
@@ -231,6 +295,7 @@ def run_train(args) -> int:
     except ImportError:
         raise UsageError("train: needs torch; install the learn extra: pip install -e '.[learn]'") from None
     clips = load_clips(args.clips) + synthetic_clips(cfg.synthetic, cfg.seed)
-    last = train(cfg, clips, args.out, args.checkpoint, resume=args.resume, progress=not args.quiet)
+    last = train(cfg, clips, args.out, args.checkpoint, resume=args.resume, progress=not args.quiet,
+                 clip_rig=args.clipfusion)
     print(f"wrote {args.out} ({cfg.steps} steps; last loss {last.get('total', float('nan')):.4f})")
     return 0

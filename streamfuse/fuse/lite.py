@@ -1,8 +1,9 @@
 """The `lite` mode: the learned fusion of `streamfuse.models.lite`, on the CPU in real time.
 
-Per frame: the two lumas as float32, their 1/8-size statistics, the network on those
-(torch, 4 x 80 x 64 at 640x512: well under a millisecond), then the full-resolution
-application in OpenCV (`models.lite.apply_numpy`). The weights ship in the package
+Per frame: the two lumas as float32, their 1/4-size statistics, the network on those
+(torch, 6 x 128 x 160 at 640x512: about a millisecond), then the full-resolution
+application in OpenCV (`models.lite.apply_numpy`) and, over a video, a temporal noise
+reduction of the result. The weights ship in the package
 (streamfuse/models/weights/lite.pt; how they were made: streamfuse/models/weights/README.md).
 """
 from __future__ import annotations
@@ -44,13 +45,25 @@ def load_net(path: Path = WEIGHTS):
     return net.eval()
 
 
+#: Video: the maps follow the newest frame by this share per frame (an exponential average,
+#: so the choice between cameras does not jump from frame to frame).
+MAP_FOLLOW = 0.5
+#: Video: temporal noise reduction of the fused luma. A pixel whose (3x3-averaged) change from
+#: the last output is under NOISE_LEVEL grey levels moves only part of the way, at least
+#: NOISE_FOLLOW; larger changes (motion, scene changes) pass at once. Without it the fused
+#: video flickers more than its visible source, since it carries the visible noise plus the IR.
+NOISE_LEVEL = 12.0
+NOISE_FOLLOW = 0.2
+
+
 class LiteFuser(Fuser):
     """Learned, edge-aware fusion of the IR with the visible luma; the visible chroma is kept.
 
     `strength` and the other FusionConfig fields are not used: the network sets the weights.
-    With a prior, the marked regions go to the IR: the IR base weight becomes
-    w + (1 - w) * emphasis, the IR detail gain g_ir + (1 - g_ir) * emphasis and the visible
-    detail gain g_vis * (1 - emphasis) (blended in over a few frames by an EmphasisTrack).
+    A fuser is stateful over a video (MAP_FOLLOW, NOISE_LEVEL; a change of frame size starts
+    afresh); use a fresh one, or `reset()`, for unrelated images. With a prior, the marked
+    regions go to the IR (see `streamfuse.models.lite`), blended in over a few frames by an
+    EmphasisTrack.
     """
 
     def __init__(self, cfg, weights: Path = WEIGHTS):
@@ -60,25 +73,48 @@ class LiteFuser(Fuser):
         self._torch = torch
         self._net = load_net(weights)
         self._emphasis = EmphasisTrack(_low_emphasis)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous frames (maps and output)."""
+        self._last_maps: np.ndarray | None = None
+        self._last_out: np.ndarray | None = None
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
         a = ir_to_u8(ir).astype(np.float32) * (1.0 / 255.0)
         return on_luma(vis, lambda luma: self._fuse_luma(a, luma, prior))
 
-    def maps(self, a: np.ndarray, b: np.ndarray, prior=None) -> np.ndarray:
-        """The 3 x h x w maps (w, g_ir, g_vis) for lumas a, b (HxW float32, 0..1)."""
-        feats = self._torch.from_numpy(lite.features_numpy(a, b))[None]
+    def probabilities(self, a: np.ndarray, b: np.ndarray, prior=None) -> tuple[np.ndarray, lite.Prepared]:
+        """(4 x h x w maps (w_d, w_b, kappa, boost), the Prepared) for lumas a, b (HxW float32, 0..1)."""
+        prepared = lite.features_numpy(a, b)
         with self._torch.inference_mode():
-            maps = self._net(feats)[0].numpy()
+            maps = self._net(self._torch.from_numpy(prepared.features)[None])[0].numpy()
+        if self._last_maps is not None and self._last_maps.shape == maps.shape:
+            maps = self._last_maps + MAP_FOLLOW * (maps - self._last_maps)
+        self._last_maps = maps
         emphasis = self._emphasis.maps(prior, a.shape)
-        return lite.emphasize_numpy(maps, None if emphasis is None else emphasis[0])
+        return lite.probabilities_numpy(maps, None if emphasis is None else emphasis[0]), prepared
 
     def _fuse_luma(self, a: np.ndarray, luma: np.ndarray, prior) -> np.ndarray:
         b = luma.astype(np.float32) * (1.0 / 255.0)
-        fused = lite.apply_numpy(a, b, self.maps(a, b, prior))
+        probs, prepared = self.probabilities(a, b, prior)
+        fused = lite.apply_numpy(a, b, probs, prepared)
         fused *= 255.0
-        return np.clip(fused, 0.0, 255.0, out=fused).round().astype(np.uint8)
+        fused = self._steady(fused)
+        return np.clip(fused, 0.0, 255.0).round().astype(np.uint8)
+
+    def _steady(self, fused: np.ndarray) -> np.ndarray:
+        """Temporal noise reduction (NOISE_LEVEL) of the fused luma (grey levels, float32)."""
+        last = self._last_out
+        if last is not None and last.shape == fused.shape:
+            change = fused - last
+            follow = np.abs(cv2.blur(change, (3, 3)))
+            follow *= 1.0 / NOISE_LEVEL
+            np.clip(follow, NOISE_FOLLOW, 1.0, out=follow)
+            fused = last + follow * change
+        self._last_out = fused
+        return fused
 
 
 def _low_emphasis(emphasis: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray]:
