@@ -52,10 +52,11 @@ def _keep_freed_memory() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from streamfuse.fuse import FUSION_MODES
+    from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS
     from streamfuse.fuse.palettes import PALETTES
 
     modes = ", ".join(FUSION_MODES)
+    ready = ",".join(m for m in FUSION_MODES if m not in NEEDS_WEIGHTS)  # no weights file needed
     p = argparse.ArgumentParser(prog="streamfuse", epilog=EPILOG,
                                 description="Real-time infrared + visible video fusion.")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -96,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="throughput and per-stage timings beside the I/O floor")
     b.add_argument("rig", type=Path)
     b.add_argument("--frames", type=_positive_int, default=300, metavar="N", help="fused frames per run (300)")
-    b.add_argument("--modes", default=modes.replace(" ", ""), help=f"comma-separated modes (default: {modes})")
+    b.add_argument("--modes", default=ready, help=f"comma-separated modes (default: {ready})")
     b.add_argument("--rounds", type=_positive_int, default=3, metavar="R",
                    help="interleaved rounds; each run reports its fastest (3)")
     b.set_defaults(handler=_cmd_bench)
@@ -113,6 +114,8 @@ def _parser() -> argparse.ArgumentParser:
     add_eval_parser(sub)
     from streamfuse.train import add_train_parser  # logic in train.py; torch only when used
     add_train_parser(sub)
+    from streamfuse.models.bench import add_parser as add_bench_models_parser  # torch only when run
+    add_bench_models_parser(sub)
     return p
 
 

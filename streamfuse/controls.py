@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from streamfuse.fuse import FUSION_MODES, FusionConfig, Fuser, make_fuser
+from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS, FusionConfig, Fuser, make_fuser
 from streamfuse.fuse.palettes import PALETTES, apply_palette
 from streamfuse.thermal import ir_to_u8
 
@@ -58,6 +58,8 @@ class Controls:
     def __init__(self, fusion: FusionConfig, distance_m: float | None = None):
         self._lock = threading.Lock()
         self.settings = Settings(fusion.mode, fusion.palette, fusion.strength, "fused", distance_m)
+        #: The modes a viewer may switch to: those that need a weights file only if the rig gave one.
+        self.modes = tuple(m for m in FUSION_MODES if m not in NEEDS_WEIGHTS or fusion.weights is not None)
 
     @property
     def parallax(self) -> bool:
@@ -70,13 +72,13 @@ class Controls:
         with self._lock:
             current = self.settings
             for key, value in changes.items():
-                _check(key, value, current)
+                _check(key, value, current, self.modes)
             self.settings = dataclasses.replace(current, **changes)
             return self.settings
 
     def cycle(self, key: str) -> Settings:
         """Step `mode`, `palette` or `view` to the next choice (a key press)."""
-        choices = {"mode": tuple(FUSION_MODES), "palette": tuple(PALETTES), "view": VIEWS}[key]
+        choices = {"mode": self.modes, "palette": tuple(PALETTES), "view": VIEWS}[key]
         with self._lock:
             current = getattr(self.settings, key)
             nxt = choices[(choices.index(current) + 1) % len(choices)]
@@ -106,15 +108,15 @@ class Controls:
         if out["distance_m"] is not None and not math.isfinite(out["distance_m"]):
             out["distance_m"] = None
         return {**out, "parallax": self.parallax,
-                "choices": {"mode": list(FUSION_MODES), "palette": list(PALETTES), "view": list(VIEWS)}}
+                "choices": {"mode": list(self.modes), "palette": list(PALETTES), "view": list(VIEWS)}}
 
 
 _NO_PARALLAX = ("distance_m: this registration has no parallax model (a fixed homography); "
                 "calibrate both cameras' intrinsics and extrinsics to adjust the distance")
 
 
-def _check(key: str, value: Any, current: Settings) -> None:
-    choices = {"mode": FUSION_MODES, "palette": PALETTES, "view": VIEWS}
+def _check(key: str, value: Any, current: Settings, modes: tuple[str, ...]) -> None:
+    choices = {"mode": modes, "palette": PALETTES, "view": VIEWS}
     if key in choices:
         if not isinstance(value, str) or value not in choices[key]:
             raise ValueError(f"{key}: expected one of {', '.join(choices[key])}, got {value!r}")

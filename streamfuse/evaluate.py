@@ -34,7 +34,7 @@ import numpy as np
 from streamfuse.capture.replay import IMAGE_SUFFIXES, to_pixel_format
 from streamfuse.errors import SourceError, UsageError
 from streamfuse.flicker import FlickerMeter
-from streamfuse.fuse import FUSION_MODES, FusionConfig, make_fuser
+from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS, FusionConfig, make_fuser
 from streamfuse.fusion_metrics import MEASURES, MIN_SIDE, SourcePair, to_gray
 from streamfuse.stills import read_image
 from streamfuse.thermal import ir_to_u8
@@ -357,7 +357,7 @@ def _parse_fused(text: str) -> tuple[str, Path]:
 
 def _parse_modes(text: str | None, palette: str, *, default_all: bool) -> list[str]:
     """The --modes list, each name and the palette checked before any work starts."""
-    modes = list(FUSION_MODES) if text is None and default_all else [
+    modes = [m for m in FUSION_MODES if m not in NEEDS_WEIGHTS] if text is None and default_all else [
         m.strip() for m in (text or "").split(",") if m.strip()]
     if text is not None and not modes:
         raise UsageError(f"--modes: name at least one of {', '.join(FUSION_MODES)}")

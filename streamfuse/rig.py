@@ -133,7 +133,7 @@ def _parse(path: Path, data: object) -> RigConfig:
         calibration_path=cal_path, calibration=cal,
         scene=build(SceneConfig, _section(data, "scene", {}), "scene"),
         sync=build(SyncConfig, _section(data, "sync", {}), "sync"),
-        fusion=build(FusionConfig, _section(data, "fusion", {}), "fusion"),
+        fusion=build(FusionConfig, _section(data, "fusion", {}), "fusion").resolved(base),
         sinks=tuple(_resolve(base, _typed(SINK_TYPES, s, f"sinks[{i}]"), f"sinks[{i}]") for i, s in enumerate(sinks)),
         priors=resolve_paths(build(PriorConfig, _section(data, "priors", {}), "priors"), base)
         if "priors" in data else None,

@@ -290,10 +290,12 @@ def run_train(args) -> int:
                           synthetic=args.synthetic, every=args.every)
     except ValueError as exc:
         raise UsageError(f"train: --{exc}") from None
+    if args.clipfusion is not None and cfg.model != "lite":
+        raise UsageError("train: --clipfusion works with --model lite (the CLIP loss reads the fused luma)")
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise UsageError("train: needs torch; install the learn extra: pip install -e '.[learn]'") from None
+        raise UsageError("train: needs torch (a dependency of streamfuse: pip install torch)") from None
     clips = load_clips(args.clips) + synthetic_clips(cfg.synthetic, cfg.seed)
     last = train(cfg, clips, args.out, args.checkpoint, resume=args.resume, progress=not args.quiet,
                  clip_rig=args.clipfusion)

@@ -25,7 +25,7 @@ def test_a_change_is_checked_and_applied_all_or_nothing():
     controls = Controls(FusionConfig())
     with pytest.raises(ValueError, match="^strength: expected a number from 0 to 1"):
         controls.update(mode="msx", strength=1.5)
-    assert controls.settings.mode == "pyramid"  # the valid half was not applied either
+    assert controls.settings.mode == "lite"  # the valid half (the default mode) was not applied either
     with pytest.raises(ValueError, match="^view: expected one of fused, ir"):
         controls.update(view="thermal")
     with pytest.raises(ValueError, match="^distance_m: this registration has no parallax model"):
@@ -37,7 +37,8 @@ def test_a_change_is_checked_and_applied_all_or_nothing():
 
 def test_keys_cycle_and_nudge_within_range():
     controls = Controls(FusionConfig(mode="pyramid", strength=0.95))
-    assert [controls.cycle("mode").mode for _ in range(4)] == ["alpha", "msx", "lite", "pyramid"]
+    assert [controls.cycle("mode").mode for _ in range(4)] == ["alpha", "msx", "lite", "pyramid"]  # no spg: no weights
+    assert Controls(FusionConfig(weights="spg.pt")).modes == ("alpha", "msx", "lite", "pyramid", "spg")
     assert [controls.cycle("view").view for _ in range(len(VIEWS))] == [*VIEWS[1:], "fused"]
     assert controls.nudge_strength(0.05).strength == 1.0
     assert controls.nudge_strength(0.05).strength == 1.0
@@ -53,7 +54,7 @@ def test_a_distance_at_infinity_is_json_null():
 
 
 def test_live_fusion_keeps_one_fuser_per_mode_and_rebuilds_on_a_new_palette():
-    base = FusionConfig()
+    base = FusionConfig(mode="pyramid")
     controls = Controls(base)
     live = LiveFusion(controls, base, _registrar(parallax=False))
     pyramid, view = live.current()

@@ -85,7 +85,7 @@ def test_the_window_shows_the_picture_and_answers_keys(xvfb, tmp_path):
         _until(lambda: _setting(port, "mode"))
         _xdotool(xvfb, "windowfocus", "--sync", window)
         _xdotool(xvfb, "key", "m")
-        _until(lambda: _setting(port, "mode") == "alpha")  # pyramid -> alpha
+        _until(lambda: _setting(port, "mode") == "pyramid")  # lite (the default) -> pyramid
         _xdotool(xvfb, "key", "v", "v", "v")
         _until(lambda: _setting(port, "view") == "side-by-side")
         _xdotool(xvfb, "key", "s")

@@ -12,11 +12,11 @@ import cv2
 import numpy as np
 import pytest
 
-from streamfuse.fuse import FUSION_MODES, Fuser, FusionConfig, make_fuser
+from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS, Fuser, FusionConfig, make_fuser
 from streamfuse.fuse.palettes import PALETTES, apply_palette
 from streamfuse.thermal import ir_to_u8
 
-MODES = sorted(FUSION_MODES)
+MODES = sorted(set(FUSION_MODES) - NEEDS_WEIGHTS)  # the modes built from default settings
 MSRS = Path("/work/shared/data/pairs/msrs")
 MSRS_NIGHT_PAIRS = ("00004N", "01023N")
 
@@ -230,8 +230,9 @@ def test_config_validation(kwargs, message):
 
 
 def test_registry_and_factory():
-    assert set(FUSION_MODES) == {"alpha", "msx", "pyramid", "lite"}
-    for mode, cls in FUSION_MODES.items():
+    assert set(FUSION_MODES) == {"alpha", "msx", "pyramid", "lite", "spg"} and NEEDS_WEIGHTS == {"spg"}
+    for mode in MODES:
+        cls = FUSION_MODES[mode]
         fuser = make_fuser(FusionConfig(mode=mode))
         assert type(fuser) is cls and isinstance(fuser, Fuser)
     assert FusionConfig(strength=1).strength == 1

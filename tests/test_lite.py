@@ -233,3 +233,56 @@ def test_shipped_lite_flickers_less_than_its_more_flickering_source():
     for name, frames in clips.items():
         result = clip_flicker(frames, {"lite": mode_method("lite", video=True)})
         assert result["lite"] < max(result["IR"], result["visible"]), (name, result)
+
+
+def test_over_a_video_noise_settles_and_real_changes_pass_at_once():
+    ir, vis = _frame()
+    rng = np.random.default_rng(8)
+    noisy = [np.clip(vis.astype(int) + rng.normal(0, 3, vis.shape).round().astype(int), 0, 255).astype(np.uint8)
+             for _ in range(6)]
+    video, stills = LiteFuser(FusionConfig(mode="lite")), LiteFuser(FusionConfig(mode="lite"))
+    steady, apart = [], []
+    luma = lambda bgr: cv2.cvtColor(bgr, cv2.COLOR_BGR2YCrCb)[..., 0].astype(float)  # noqa: E731
+    for frame in noisy:  # the steadiness works on the fused luma (the chroma is the visible's)
+        steady.append(luma(video.fuse(ir, frame)))
+        stills.reset()
+        apart.append(luma(stills.fuse(ir, frame)))
+    change = lambda frames: np.mean([np.abs(b - a).mean() for a, b in zip(frames[2:], frames[3:])])  # noqa: E731
+    assert change(steady) < 0.6 * change(apart)
+    # A large change (a hot target appearing) is not held back.
+    hot = ir.copy()
+    hot[200:300, 250:350] = ir.max()
+    fresh = luma(LiteFuser(FusionConfig(mode="lite")).fuse(hot, noisy[-1]))[220:280, 270:330]
+    before = steady[-1][220:280, 270:330]
+    first = luma(video.fuse(hot, noisy[-1]))[220:280, 270:330]
+    assert np.abs(first - fresh).mean() < 0.5 * np.abs(before - fresh).mean()  # most of the way at once
+    for _ in range(12):  # the maps follow half-way per frame, small differences settle at >= 20% a frame
+        settled = luma(video.fuse(hot, noisy[-1]))[220:280, 270:330]
+    assert np.abs(settled - fresh).mean() < 2.0
+    video.reset()
+    assert np.abs(luma(video.fuse(ir, noisy[0])) - apart[0]).max() == 0
+
+
+def test_saliency_discounts_a_cameras_own_noise(monkeypatch):
+    # A clean thermal edge against a dark visible image that is only noise: the estimate finds
+    # the noise; without discounting it the noise wins every cell, with it the thermal camera
+    # gets its edge back.
+    rng = np.random.default_rng(9)
+    a = np.full((160, 192), 0.3, np.float32)
+    a[40:120, 60:130] = 0.8
+    b = np.clip(0.08 + rng.normal(0, 0.05, a.shape), 0, 1).astype(np.float32)
+    assert abs(lite.noise_sigma(b) - 0.05) < 0.006 and lite.noise_sigma(a) < 1e-3
+    net = lite.build_net().eval()
+    ring = np.zeros(lite.low_size(a.shape), bool)
+    ring[8:32, 13:35] = True
+    ring[12:28, 17:31] = False   # the cells around the hot block's outline
+
+    def ir_detail_share():
+        prepared = lite.features_numpy(a, b)
+        with torch.no_grad():
+            maps = net(torch.from_numpy(prepared.features)[None])[0].numpy()
+        return float(lite.probabilities_numpy(maps)[0][ring].mean())
+
+    discounted = ir_detail_share()
+    monkeypatch.setattr(lite, "NOISE_MARGIN", 0.0)
+    assert ir_detail_share() < 0.01 and discounted > 0.15

@@ -87,7 +87,7 @@ def test_metrics_parse_with_the_prometheus_parser(tmp_path):
     assert samples[("streamfuse_recording", (("sink", "mp4"),))] == 1
     assert samples[("streamfuse_sink_up", (("sink", "mp4"),))] == 1
     assert ("streamfuse_sink_dropped_frames_total", (("policy", "drop_oldest"), ("sink", "monitor"))) in samples
-    assert samples[("streamfuse_settings_info", (("mode", "pyramid"), ("palette", "ironbow"), ("view", "fused")))] == 1
+    assert samples[("streamfuse_settings_info", (("mode", "lite"), ("palette", "ironbow"), ("view", "fused")))] == 1
 
 
 def test_off_loopback_a_token_is_required(tmp_path, monkeypatch):
@@ -249,7 +249,7 @@ def test_the_page_in_headless_chromium(tmp_path):
             first = int(browser.js("document.getElementById('feed').dataset.seq"))
             browser.wait(f"Number(document.getElementById('feed').dataset.seq) > {first + 3}")  # it updates
             browser.wait("document.getElementById('stats').textContent.includes('frames')")
-            assert browser.js("document.getElementById('mode').value") == "pyramid"
+            assert browser.js("document.getElementById('mode').value") == "lite"
             browser.js("(() => { const s = document.getElementById('mode'); s.value = 'msx';"
                        " s.dispatchEvent(new Event('change')); })()")
             deadline = time.monotonic() + 10

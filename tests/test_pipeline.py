@@ -167,7 +167,7 @@ def test_a_signal_stops_cleanly_and_finalizes_the_recording(tmp_path, signum):
 
 
 def test_a_failing_stage_leaves_no_thread_running(tmp_path, monkeypatch):
-    rig = load_rig(REPO / "rigs/demo.yaml").with_recording(tmp_path / "partial.mp4")
+    rig = load_rig(REPO / "rigs/demo.yaml").with_mode("pyramid").with_recording(tmp_path / "partial.mp4")
 
     calls = []
 

@@ -16,7 +16,7 @@ import torch
 
 from streamfuse.config import ConfigError, build
 from streamfuse.errors import RuntimeFailure, UsageError
-from streamfuse.fuse import FUSION_MODES, FusionConfig, make_fuser
+from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS, FusionConfig, make_fuser
 from streamfuse.fuse.palettes import apply_palette
 from streamfuse.priors import ClipConfig, DinoConfig, Prior, PriorConfig
 from streamfuse.priors.config import resolve_paths
@@ -26,7 +26,7 @@ from streamfuse.priors.weights import check_hash, clip_ref, dino_ref, locate, we
 from streamfuse.priors.worker import Offer, PriorWorker, RefreshPolicy, thumbnail
 from streamfuse.thermal import ir_to_u8
 
-MODES = sorted(FUSION_MODES)
+MODES = sorted(set(FUSION_MODES) - NEEDS_WEIGHTS)  # the modes built from default settings
 #: The modes that fuse the grey IR into the visible luma (the others colour the IR).
 LUMA_MODES = ("pyramid", "lite")
 #: An open_clip ViT small enough to build and run in milliseconds: same factory, same blocks.

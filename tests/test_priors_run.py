@@ -203,12 +203,15 @@ def test_models_list_verify_and_a_corrupted_file(tmp_path, capsys):
     assert "laion/CLIP-ViT-B-16-laion2B-s34B-b88K" in capsys.readouterr().out
 
 
-def test_without_torch_rigs_without_priors_run_and_rigs_with_priors_say_what_to_install(tmp_path):
+def test_without_torch_classical_modes_run_and_the_rest_say_what_to_install(tmp_path):
     block = "import sys; [sys.modules.__setitem__(m, None) for m in ('torch', 'open_clip', 'timm')]; "
     code = block + "from streamfuse.cli import main; sys.exit(main(sys.argv[1:]))"
-    plain = subprocess.run([sys.executable, "-c", code, "run", "rigs/demo.yaml", "--frames", "10", "--quiet"],
-                           cwd=REPO, capture_output=True, text=True, timeout=120)
+    plain = subprocess.run([sys.executable, "-c", code, "run", "rigs/demo.yaml", "--frames", "10", "--quiet",
+                            "--mode", "pyramid"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0, plain.stderr
+    learned = subprocess.run([sys.executable, "-c", code, "run", "rigs/demo.yaml", "--frames", "10"],
+                             cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert "fusion mode lite: needs torch" in one_line_error(learned)
     with_priors = subprocess.run([sys.executable, "-c", code, "run", "rigs/priors.yaml", "--frames", "10"],
                                  cwd=REPO, capture_output=True, text=True, timeout=120)
     line = one_line_error(with_priors)

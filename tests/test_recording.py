@@ -99,7 +99,7 @@ def _failing_writes(monkeypatch, budget: int):
 def test_a_full_disk_stops_only_the_recording(tmp_path, monkeypatch):
     _failing_writes(monkeypatch, budget=180_000)  # the first 1 s fragment (~110 kB) fits, not the second
     port = free_port()
-    rig = load_rig(write_demo_rig(tmp_path / "rig.yaml", pace="realtime"))
+    rig = load_rig(write_demo_rig(tmp_path / "rig.yaml", pace="realtime")).with_mode("pyramid")  # budget sized for it
     rig = dataclasses.replace(rig, sinks=(Mp4SinkConfig(path=tmp_path / "full.mp4"), NullSinkConfig(queue="block"),
                                           MonitorSinkConfig(port=port)))
     result = {}
@@ -139,7 +139,8 @@ def test_a_full_disk_stops_only_the_recording(tmp_path, monkeypatch):
 
 def test_with_no_sink_left_the_run_stops(tmp_path, monkeypatch):
     _failing_writes(monkeypatch, budget=180_000)
-    rig = dataclasses.replace(load_rig(REPO / "rigs/demo.yaml"), sinks=(Mp4SinkConfig(path=tmp_path / "only.mp4"),))
+    rig = dataclasses.replace(load_rig(REPO / "rigs/demo.yaml").with_mode("pyramid"),  # budget sized for it
+                              sinks=(Mp4SinkConfig(path=tmp_path / "only.mp4"),))
     with pytest.raises(RuntimeFailure, match="only.mp4: disk full after") as caught:
         run(rig, max_frames=1000)
     assert caught.value.report.frames < 200  # it did not fuse on for nobody

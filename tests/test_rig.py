@@ -73,7 +73,7 @@ def test_with_mode_replaces_only_the_fusion_mode():
     alpha = rig.with_mode("alpha")
     assert alpha.fusion.mode == "alpha"
     assert alpha.fusion.strength == rig.fusion.strength and alpha.fusion.palette == rig.fusion.palette
-    assert rig.fusion.mode == "pyramid"   # the original is untouched
+    assert rig.fusion.mode == "lite"   # the original is untouched
     with pytest.raises(RigError, match="--mode") as info:
         rig.with_mode("nope")
     assert "'nope'" in str(info.value) and "alpha" in str(info.value)

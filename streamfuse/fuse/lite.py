@@ -30,8 +30,8 @@ def load_net(path: Path = WEIGHTS):
     try:
         import torch
     except ImportError:
-        raise UsageError("fusion mode lite: needs torch; install the learn extra: "
-                           "pip install -e '.[learn]'") from None
+        raise UsageError("fusion mode lite: needs torch (a dependency of streamfuse: pip install torch), "
+                         "or choose a classical mode, e.g. --mode pyramid") from None
     if not Path(path).is_file():
         raise UsageError(f"fusion mode lite: weights file {path} not found; reinstall streamfuse, or "
                            f"make one with `streamfuse train --out {path}`")
@@ -68,10 +68,10 @@ class LiteFuser(Fuser):
 
     def __init__(self, cfg, weights: Path = WEIGHTS):
         super().__init__(cfg)
+        self._net = load_net(weights)  # first: a missing torch is a one-line error there
         import torch
 
         self._torch = torch
-        self._net = load_net(weights)
         self._emphasis = EmphasisTrack(_low_emphasis)
         self.reset()
 

@@ -5,8 +5,8 @@ weights a small network predicts from 1/4-size statistics of the lumas a (IR) an
 (visible), both 0..1:
 
     per 1/4 cell: means and standard deviations of a and b, log saliency of a and b
-    (saliency = |3x3 Laplacian| averaged over the cell and Gaussian-blurred, as in
-    guided-filter fusion)      ─► a 1x1 skip at 1/4 size + 4 small convs at 1/8 size
+    (saliency = |3x3 Laplacian| averaged over the cell, less what the camera's own pixel noise
+    gives, Gaussian-blurred: guided-filter fusion's, made robust to noise)      ─► a 1x1 skip at 1/4 size + 4 small convs at 1/8 size
                                ─► 4 maps (logits) at 1/4 size:
 
         z_d    which camera's detail, per cell          w_d   = sigmoid(z_d)       (IR share)
@@ -52,6 +52,10 @@ BASE_RADIUS = 32
 BASE_WEIGHT_RADIUS = 16
 #: Saliency blur (sigma, 1/SCALE cells): 10 px at full resolution.
 SALIENCY_SIGMA = 2.5
+#: Saliency counts only what stands above each camera's own noise: the mean |Laplacian| that
+#: pixel noise of the estimated sigma would give (3.57 sigma for the 3x3 Laplacian) times this
+#: is taken off (without it a dark, noisy visible image out-scores a clean thermal one).
+NOISE_MARGIN = 1.0
 #: Blur (sigma, 1/SCALE cells) of the detail's local contrast, for the boost: 5 px.
 CONTRAST_SIGMA = 1.25
 #: Fast guided filter radius (1/SCALE cells) and regularisation (lumas 0..1).
@@ -71,7 +75,7 @@ HIDDEN = 8
 MAPS = 4
 #: Start of the skip layer: the saliency rule's steepness, the starting kappa and boost.
 START_STEEPNESS = 40.0
-START_KAPPA = 0.6
+START_KAPPA = 0.65
 START_BOOST = 0.5
 
 
@@ -107,6 +111,22 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
     return cv2.blur(x, (2 * r + 1, 2 * r + 1), borderType=cv2.BORDER_REFLECT_101)
 
 
+#: The noise estimator: Immerkaer's kernel (1996), which cancels smooth image content, with the
+#: median of its response (robust to edges and texture): sigma = median |x * K| / (0.6745 * 6)
+#: (6 = the kernel's norm; 0.6745 = the median of |N(0, 1)|).
+_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+_NOISE_SCALE = float(1.0 / (0.6745 * 6.0))
+#: Mean |3x3 Laplacian| of white noise of sigma 1: sqrt(20) * sqrt(2 / pi).
+_LAPLACIAN_OF_NOISE = float(np.sqrt(20) * np.sqrt(2 / np.pi))
+
+
+def noise_sigma(x: np.ndarray) -> float:
+    """The pixel noise sigma of an HxW float32 image (interior pixels; every other row and
+    column, which is plenty for a median and four times cheaper)."""
+    response = cv2.filter2D(x, cv2.CV_32F, _NOISE_KERNEL)[1:-1:2, 1:-1:2]
+    return _NOISE_SCALE * float(np.median(np.abs(response)))
+
+
 def features_numpy(a: np.ndarray, b: np.ndarray) -> Prepared:
     """The network input (and cell means) from two HxW float32 lumas in 0..1."""
     size = low_size(a.shape)
@@ -114,8 +134,10 @@ def features_numpy(a: np.ndarray, b: np.ndarray) -> Prepared:
     for x in (a, b):
         m = _area(x, size)
         sd = np.sqrt(np.maximum(_area(x * x, size) - m * m, 0.0) + 1e-6)
-        sal = cv2.GaussianBlur(_area(np.abs(cv2.Laplacian(x, cv2.CV_32F)), size), (0, 0), SALIENCY_SIGMA,
-                               borderType=cv2.BORDER_REFLECT_101)
+        sal = _area(np.abs(cv2.Laplacian(x, cv2.CV_32F)), size)
+        floor = NOISE_MARGIN * _LAPLACIAN_OF_NOISE * noise_sigma(x)
+        sal = np.sqrt(np.maximum(sal * sal - floor * floor, 0.0))
+        sal = cv2.GaussianBlur(sal, (0, 0), SALIENCY_SIGMA, borderType=cv2.BORDER_REFLECT_101)
         out += [m, sd, np.log(sal + 1e-4)]
         lows.append(m)
     ma, sa, la, mb, sb, lb = out
@@ -250,10 +272,15 @@ def features_torch(a, b):
     multiples of SCALE."""
     torch, F = _torch()
     out, lows = [], []
+    kernel = torch.from_numpy(_NOISE_KERNEL).to(a).view(1, 1, 3, 3)
     for x in (a, b):
         m = F.avg_pool2d(x, SCALE)
         sd = torch.sqrt(torch.clamp(F.avg_pool2d(x * x, SCALE) - m * m, min=0.0) + 1e-6)
-        sal = _gauss_torch(F.avg_pool2d(_laplacian_torch(x).abs(), SCALE), SALIENCY_SIGMA)
+        response = F.conv2d(x, kernel)[..., ::2, ::2].abs().flatten(1)
+        noise = _NOISE_SCALE * response.median(dim=1).values.view(-1, 1, 1, 1)
+        sal = F.avg_pool2d(_laplacian_torch(x).abs(), SCALE)
+        floor = NOISE_MARGIN * _LAPLACIAN_OF_NOISE * noise
+        sal = _gauss_torch(torch.sqrt(torch.relu(sal * sal - floor * floor) + 1e-12), SALIENCY_SIGMA)
         out += [m, sd, torch.log(sal + 1e-4)]
         lows.append(m)
     ma, sa, la, mb, sb, lb = out

@@ -13,16 +13,38 @@ Shape of the network (B = batch, H x W divisible by 8 after padding):
 once per prior refresh and passes the result to every `forward` until the next refresh
 (in SPGFusion this part is most of the network's FLOPs). With `modulation=None` the
 modulation is off and the network still fuses.
+
+Colour order: the visible input and the fused output are BGR (OpenCV's order, and the order of
+`streamfuse.train.sample`); the weights learn whichever order they are trained in, so training
+and fusion must agree, and both use BGR.
+
+Beside the network: `prior_maps` (a `priors.Prior` -> the P prior channels per modality, the
+preprocessing that travels with the weights), `build_net` and `spg_losses` (what
+`streamfuse train --model spg` calls).
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Channels per scale (full, 1/2, 1/4, 1/8). Sized for well over 60 fps at 640x512 in bf16 on
-#: one H100; see docs/benchmarks.md.
+#: Channels per scale (full, 1/2, 1/4, 1/8). Chosen for 60 fps at 640x512 in bf16 on one H100
+#: (not yet measured on a GPU: `python -m streamfuse.models.bench --device cuda`).
 WIDTHS = (16, 32, 64, 96)
+#: Prior channels per modality, in the order `prior_maps` stacks them.
+PRIOR_CHANNELS = 4
+#: Distinctiveness is stretched over at least this much cosine distance (as the extractor's
+#: objectness), so a frame of one meaning does not turn feature noise into full contrast.
+_MIN_SPREAD = 0.05
+
+#: Loss weights (spg_losses). Sobel gradients (/4) and luma differences are small numbers, so
+#: their terms are scaled up to weigh about as much as the SSIM term at the start of training.
+GRAD_W = 10.0
+INTENSITY_W = 0.5
+COLOUR_W = 2.0
+CONSISTENCY_W = 1.0
+TEMPORAL_W = 4.0
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -87,9 +109,13 @@ class CrossAttention(nn.Module):
 
 
 class SPGFusionNet(nn.Module):
-    """Registered IR (B,1,H,W) and visible (B,3,H,W), both in [0,1] -> fused (B,3,H,W) in [0,1]."""
+    """Registered IR (B,1,H,W) and visible BGR (B,3,H,W), both in [0,1] -> fused BGR (B,3,H,W) in [0,1].
 
-    def __init__(self, prior_channels: int = 8, widths=WIDTHS):
+    `modulation`: None (off), or what `modulation(prior_ir, prior_vis, H, W)` returned for
+    this H x W (prior maps (B,P,h,w) in [0, 1], P = `prior_channels`, any h x w).
+    """
+
+    def __init__(self, prior_channels: int = PRIOR_CHANNELS, widths=WIDTHS):
         super().__init__()
         self.widths = widths
         self.prior_channels = prior_channels
@@ -128,3 +154,116 @@ class SPGFusionNet(nn.Module):
             x = self.up[i](torch.cat([x, fused[i]], dim=1))
         # Residual on the visible image: the network learns what to add from the IR.
         return (vis + self.head(x)).clamp(0, 1)
+
+
+def build_net() -> SPGFusionNet:
+    """The network with the default sizes (the ones `fuse.spg` loads weights into)."""
+    return SPGFusionNet(prior_channels=PRIOR_CHANNELS, widths=WIDTHS)
+
+
+# --- priors -> prior maps (numpy, no torch) -----------------------------------------------
+
+
+def prior_maps(prior) -> tuple[np.ndarray, np.ndarray]:
+    """The network's prior channels for a `priors.Prior`: (IR maps, visible maps), each
+    PRIOR_CHANNELS x gh x gw float32 in [0, 1] on the prior's grid (the emphasis map's).
+
+    Channels, per modality: 0 emphasis, 1 the largest prompt relevance, 2 how distinct each
+    patch's meaning is in that camera (cosine distance from the frame's mean meaning, 0 at the
+    median patch, 1 at the most distinct), 3 how much the two cameras agree on the meaning
+    there ((1 + cos) / 2). Only cosines between CLIP features enter, so the maps do not depend on
+    the CLIP model's width. A prior with only `emphasis` (the Fuser contract allows that)
+    gives zeros in channels 1-3.
+    """
+    emphasis = np.clip(np.asarray(prior.emphasis, dtype=np.float32), 0.0, 1.0)
+    if emphasis.ndim != 2 or emphasis.size == 0:
+        raise ValueError(f"prior: expected an hxw emphasis map, got shape {emphasis.shape}")
+    zeros = np.zeros_like(emphasis)
+    relevance = getattr(prior, "relevance", None) or {}
+    rel = np.max([_on_grid(r, emphasis.shape) for r in relevance.values()], axis=0) if relevance else zeros
+    sem_ir, sem_vis = getattr(prior, "semantic_ir", None), getattr(prior, "semantic_vis", None)
+    if sem_ir is None or sem_vis is None:
+        distinct_ir = distinct_vis = agree = zeros
+    else:
+        f_ir, f_vis = _unit(sem_ir), _unit(sem_vis)
+        distinct_ir = _on_grid(_distinctiveness(f_ir), emphasis.shape)
+        distinct_vis = _on_grid(_distinctiveness(f_vis), emphasis.shape)
+        agree = _on_grid(0.5 * (1.0 + (f_ir * f_vis).sum(-1)), emphasis.shape)
+    stack = lambda distinct: np.clip(np.stack([emphasis, rel, distinct, agree]), 0.0, 1.0)  # noqa: E731
+    return stack(distinct_ir).astype(np.float32), stack(distinct_vis).astype(np.float32)
+
+
+def _unit(features) -> np.ndarray:
+    f = np.asarray(features, dtype=np.float32)
+    if f.ndim != 3:
+        raise ValueError(f"prior: expected gh x gw x C semantic features, got shape {f.shape}")
+    return f / (np.linalg.norm(f, axis=-1, keepdims=True) + 1e-6)
+
+
+def _distinctiveness(f: np.ndarray) -> np.ndarray:
+    """gh x gw in [0, 1] from unit features gh x gw x C (the extractor's objectness formula)."""
+    mean = f.reshape(-1, f.shape[-1]).mean(axis=0)
+    distance = 1.0 - f @ (mean / (np.linalg.norm(mean) + 1e-6))
+    median = float(np.median(distance))
+    spread = max(float(distance.max()) - median, _MIN_SPREAD)
+    return np.clip((distance - median) / spread, 0.0, 1.0)
+
+
+def _on_grid(a, shape: tuple[int, int]) -> np.ndarray:
+    """`a` (float32) resized to `shape` (h, w) if it is on another grid."""
+    import cv2
+
+    a = np.asarray(a, dtype=np.float32)
+    return a if a.shape == shape else cv2.resize(a, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
+
+
+# --- training -------------------------------------------------------------------------------
+
+
+def spg_losses(net: SPGFusionNet, batch: torch.Tensor, prior=None) -> dict[str, torch.Tensor]:
+    """The weighted loss terms of one training batch; their sum is what to minimise.
+
+    Args:
+        net: the network (train mode).
+        batch: B x 2 (frames t, t+1) x 4 (IR luma, visible B, G, R) x H x W float in 0..1,
+            the layout of `streamfuse.train.sample`.
+        prior: optional prior maps for frame t and t+1 alike: a (B,P,h,w) tensor for both
+            modalities or a pair (IR maps, visible maps); the modulation then gets gradients.
+
+    Terms, on the fused luma f of frame t, with a the IR and b the visible luma:
+        ssim         1 - (SSIM(f, a) + SSIM(f, b)) / 2
+        gradient     | |grad f| - max(|grad a|, |grad b|) |            the stronger edge (x GRAD_W)
+        intensity    | f - max(a, b) |                                 SPGFusion's maximum intensity
+        colour       | chroma(fused) - chroma(visible) |               the visible colours (x COLOUR_W)
+        consistency  | flip net(flip x) - net(x) |                     flip equivariance
+        temporal     relu(|f1 - f0| - max(|a1 - a0|, |b1 - b0|))       no change the sources lack
+    """
+    from streamfuse import losses as L
+
+    n, _, _, h, w = batch.shape
+    ir = torch.cat([batch[:, 0, :1], batch[:, 1, :1], batch[:, 0, :1].flip(-1)])
+    vis = torch.cat([batch[:, 0, 1:4], batch[:, 1, 1:4], batch[:, 0, 1:4].flip(-1)])
+    # One forward over frame t, frame t+1 and the mirrored frame t: three views, one pass.
+    out = net(ir, vis, _batch_modulation(net, prior, h, w))
+    fused0, fused1, mirrored = out[:n], out[n:2 * n], out[2 * n:].flip(-1)
+    f0, f1 = L.luma(fused0), L.luma(fused1)
+    a0, a1 = batch[:, 0, :1], batch[:, 1, :1]
+    b0, b1 = L.luma(batch[:, 0, 1:4]), L.luma(batch[:, 1, 1:4])
+    source_change = torch.maximum((a1 - a0).abs(), (b1 - b0).abs())
+    return {
+        "ssim": 1.0 - 0.5 * (L.ssim(f0, a0) + L.ssim(f0, b0)),
+        "gradient": GRAD_W * (L.gradient(f0) - torch.maximum(L.gradient(a0), L.gradient(b0))).abs().mean(),
+        "intensity": INTENSITY_W * (f0 - torch.maximum(a0, b0)).abs().mean(),
+        "colour": COLOUR_W * (L.chroma(fused0) - L.chroma(batch[:, 0, 1:4])).abs().mean(),
+        "consistency": CONSISTENCY_W * (mirrored - fused0).abs().mean(),
+        "temporal": TEMPORAL_W * torch.relu((f1 - f0).abs() - source_change).mean(),
+    }
+
+
+def _batch_modulation(net: SPGFusionNet, prior, height: int, width: int):
+    """The modulation for spg_losses' three views (t, t+1, mirrored t); None without a prior."""
+    if prior is None:
+        return None
+    p_ir, p_vis = prior if isinstance(prior, (tuple, list)) else (prior, prior)
+    three = lambda p: torch.cat([p, p, p.flip(-1)])  # noqa: E731
+    return net.modulation(three(p_ir), three(p_vis), height, width)

@@ -1,0 +1,171 @@
+"""The `spg` mode: the prior-guided network of `streamfuse.models.spg`, on the CPU or a GPU.
+
+Per frame: the IR through the display mapping (`ir_to_u8`) and the visible BGR frame as
+float tensors in 0..1, padded (edge pixels repeated) to a multiple of `MULTIPLE` and cropped
+back after the network; fp32 on the CPU, bf16 autocast on CUDA. No weights ship for this mode:
+the rig names a file made by `streamfuse train --model spg` (`fusion.weights`).
+
+Priors: the network's modulation depends only on the prior, so it is computed once per new
+prior (a refresh publishes a new `Prior` object) and reused by every frame until the next;
+a `ModulationTrack` blends it in over `BLEND_FRAMES` frames, as `EmphasisTrack` does for the
+other modes, so a refresh never makes the picture jump. With no prior yet, the modulation is off.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from streamfuse.errors import UsageError
+from streamfuse.fuse import Fuser, check_inputs
+from streamfuse.priors.prior import BLEND_FRAMES
+from streamfuse.thermal import ir_to_u8
+
+#: Frames are padded to a multiple of this: the network halves them three times.
+MULTIPLE = 8
+#: The fix named by every "no usable weights" error.
+_TRAIN_HINT = "train them with `streamfuse train --model spg --out spg.pt` and set `fusion.weights: spg.pt` in the rig"
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise UsageError("fusion mode spg: needs torch (a dependency of streamfuse: pip install torch)") from None
+    return torch
+
+
+def load_net(path: Path | None, device: str = "cpu"):
+    """The spg network with the weights at `path` on `device`, in eval mode.
+
+    Accepts what `streamfuse train` writes ({"model": state_dict, ...}) or a bare state dict.
+    UsageError (one line, with the fix) when the path is unset or missing, the file does not
+    hold spg weights, or `device` is cuda and torch sees no CUDA device.
+    """
+    torch = _torch()
+    from streamfuse.models import spg
+
+    if path is None:
+        raise UsageError(f"fusion mode spg: no weights file (fusion.weights is not set); {_TRAIN_HINT}")
+    if not Path(path).is_file():
+        raise UsageError(f"fusion mode spg: weights file {path} not found; {_TRAIN_HINT}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("fusion.device: cuda, but torch sees no CUDA device here; set `fusion.device: cpu`")
+    net = spg.build_net()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(state["model"] if "model" in state else state)
+    except Exception as exc:  # a corrupt or foreign file: say which, not a traceback
+        raise UsageError(f"fusion mode spg: {path} does not hold spg weights ({exc.__class__.__name__}); "
+                         f"{_TRAIN_HINT}") from None
+    return net.to(device).eval()
+
+
+class ModulationTrack:
+    """Follows the prior a fuser is given and hands out the network's modulation for the frame.
+
+    `compute(prior, (H, W))` returns the modulation for padded frames of H x W; it runs once per
+    new prior (a different object) or new frame size, never per frame. Modulations are blended
+    linearly from the previous one (or from none: zeros, the identity) over `blend_frames`
+    frames; the network applies them as f * (1 + gamma) + beta, which is linear in (gamma,
+    beta), so blending them blends the modulated features.
+    """
+
+    def __init__(self, compute: Callable, blend_frames: int = BLEND_FRAMES):
+        self._compute = compute
+        self._blend_frames = blend_frames
+        self._prior = None
+        self._size: tuple[int, int] | None = None
+        self._start = self._target = self._current = None
+        self._step = 0
+
+    def get(self, prior, size: tuple[int, int]):
+        """The modulation for this frame, or None (off) while no prior has arrived.
+
+        Args:
+            prior: a Prior, or None to keep the last one.
+            size: the padded frame's (H, W).
+        """
+        prior = self._prior if prior is None else prior
+        if prior is None:
+            return None
+        if prior is not self._prior or size != self._size:
+            # After a size change the old modulation does not fit: blend in from none.
+            self._start = self._current if size == self._size else None
+            self._target = self._compute(prior, size)
+            self._prior, self._size, self._step = prior, size, 0
+        if self._step < self._blend_frames:
+            self._step += 1
+            t = self._step / self._blend_frames
+            self._current = self._target if self._step == self._blend_frames else \
+                _blend(self._start, self._target, t)
+        return self._current
+
+
+def _blend(start, target, t: float):
+    """(1 - t) * start + t * target over the modulation's structure; start None means zeros."""
+    if start is None:
+        return tuple([(g * t, b * t) for g, b in scales] for scales in target)
+    return tuple([(g0.lerp(g1, t), b0.lerp(b1, t)) for (g0, b0), (g1, b1) in zip(s, tg)]
+                 for s, tg in zip(start, target))
+
+
+class SPGFuser(Fuser):
+    """Learned, prior-guided fusion: the network's BGR output (the visible colours plus what
+    it adds from the IR). `palette`, `strength` and the other classical fields are not used.
+
+    Uses `cfg.weights` (required) and `cfg.device`. A grey visible frame gives a grey picture
+    (the output's luma). Keeps per-frame state only in its ModulationTrack.
+    """
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self._torch = _torch()
+        self.device = self._torch.device(cfg.device)
+        self.net = load_net(cfg.weights, cfg.device)
+        self._track = ModulationTrack(self._modulation)
+
+    def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
+        check_inputs(ir, vis)
+        torch = self._torch
+        h, w = ir.shape
+        a, b = self._tensors(ir, vis)
+        with torch.inference_mode(), self._autocast():
+            modulation = self._track.get(prior, tuple(a.shape[-2:]))
+            out = self.net(a, b, modulation)[0, :, :h, :w]
+            bgr = out.float().mul_(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+            bgr = bgr.permute(1, 2, 0).contiguous().cpu().numpy()
+        return bgr if vis.ndim == 3 else cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+
+    def _tensors(self, ir: np.ndarray, vis: np.ndarray):
+        """(1,1,H',W') IR and (1,3,H',W') BGR in 0..1 on the device, padded to MULTIPLE."""
+        torch = self._torch
+        vis = vis if vis.ndim == 3 else cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR)
+        # uint8 crosses to the GPU (a quarter of float32's bytes); the scaling runs there.
+        a = torch.from_numpy(np.ascontiguousarray(ir_to_u8(ir))).to(self.device)[None, None]
+        b = torch.from_numpy(vis).to(self.device).permute(2, 0, 1)[None]
+        x = torch.cat([a, b], dim=1).float().mul_(1.0 / 255.0)
+        x = pad_to_multiple(x, MULTIPLE)
+        return x[:, :1], x[:, 1:]
+
+    def _modulation(self, prior, size: tuple[int, int]):
+        from streamfuse.models.spg import prior_maps
+
+        p_ir, p_vis = (self._torch.from_numpy(m)[None].to(self.device) for m in prior_maps(prior))
+        return self.net.modulation(p_ir, p_vis, *size)
+
+    def _autocast(self):
+        torch = self._torch
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+
+def pad_to_multiple(x, multiple: int):
+    """(B,C,H,W) padded at the bottom and right, edge pixels repeated, to multiples of `multiple`."""
+    import torch.nn.functional as F
+
+    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
