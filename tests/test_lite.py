@@ -286,3 +286,17 @@ def test_saliency_discounts_a_cameras_own_noise(monkeypatch):
     discounted = ir_detail_share()
     monkeypatch.setattr(lite, "NOISE_MARGIN", 0.0)
     assert ir_detail_share() < 0.01 and discounted > 0.15
+
+
+def test_train_spg_writes_weights_the_spg_mode_loads(tmp_path):
+    from streamfuse.fuse.spg import SPGFuser
+
+    run = training.TrainConfig(model="spg", steps=2, batch=1, every=1, seed=4, lr=1e-3)
+    losses = training.train(run, _tiny_clips(), tmp_path / "spg.pt", tmp_path / "spg-ck.pt", progress=False)
+    assert losses and all(np.isfinite(v) for v in losses.values())
+    ir, vis = _frame()
+    out = SPGFuser(FusionConfig(mode="spg", weights=tmp_path / "spg.pt")).fuse(ir[:96, :128], vis[:96, :128])
+    assert out.shape == (96, 128, 3) and out.dtype == np.uint8
+    with pytest.raises(UsageError, match="is a spg checkpoint, not lite"):
+        training.train(training.TrainConfig(steps=3, batch=1), _tiny_clips(), tmp_path / "x.pt",
+                       tmp_path / "spg-ck.pt", resume=True, progress=False)

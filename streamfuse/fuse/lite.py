@@ -54,6 +54,9 @@ MAP_FOLLOW = 0.5
 #: video flickers more than its visible source, since it carries the visible noise plus the IR.
 NOISE_LEVEL = 12.0
 NOISE_FOLLOW = 0.2
+#: Video: the cameras' noise levels (for the saliency, `models.lite.noise_sigma`) change slowly;
+#: they are re-estimated every this many frames (on the first frame after a reset, always).
+NOISE_EVERY = 15
 
 
 class LiteFuser(Fuser):
@@ -79,6 +82,8 @@ class LiteFuser(Fuser):
         """Forget the previous frames (maps and output)."""
         self._last_maps: np.ndarray | None = None
         self._last_out: np.ndarray | None = None
+        self._noise: tuple[float, float] | None = None
+        self._frames = 0
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
@@ -87,7 +92,10 @@ class LiteFuser(Fuser):
 
     def probabilities(self, a: np.ndarray, b: np.ndarray, prior=None) -> tuple[np.ndarray, lite.Prepared]:
         """(4 x h x w maps (w_d, w_b, kappa, boost), the Prepared) for lumas a, b (HxW float32, 0..1)."""
-        prepared = lite.features_numpy(a, b)
+        if self._noise is None or self._frames % NOISE_EVERY == 0:
+            self._noise = (lite.noise_sigma(a), lite.noise_sigma(b))
+        self._frames += 1
+        prepared = lite.features_numpy(a, b, self._noise)
         with self._torch.inference_mode():
             maps = self._net(self._torch.from_numpy(prepared.features)[None])[0].numpy()
         if self._last_maps is not None and self._last_maps.shape == maps.shape:

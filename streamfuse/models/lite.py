@@ -127,15 +127,18 @@ def noise_sigma(x: np.ndarray) -> float:
     return _NOISE_SCALE * float(np.median(np.abs(response)))
 
 
-def features_numpy(a: np.ndarray, b: np.ndarray) -> Prepared:
-    """The network input (and cell means) from two HxW float32 lumas in 0..1."""
+def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | None = None) -> Prepared:
+    """The network input (and cell means) from two HxW float32 lumas in 0..1. `noise`: the
+    cameras' noise sigmas if known (a video fuser re-estimates them every few frames only);
+    None estimates them here (`noise_sigma`)."""
     size = low_size(a.shape)
+    noise = noise if noise is not None else (noise_sigma(a), noise_sigma(b))
     out, lows = [], []
-    for x in (a, b):
+    for x, sigma in zip((a, b), noise):
         m = _area(x, size)
         sd = np.sqrt(np.maximum(_area(x * x, size) - m * m, 0.0) + 1e-6)
         sal = _area(np.abs(cv2.Laplacian(x, cv2.CV_32F)), size)
-        floor = NOISE_MARGIN * _LAPLACIAN_OF_NOISE * noise_sigma(x)
+        floor = NOISE_MARGIN * _LAPLACIAN_OF_NOISE * sigma
         sal = np.sqrt(np.maximum(sal * sal - floor * floor, 0.0))
         sal = cv2.GaussianBlur(sal, (0, 0), SALIENCY_SIGMA, borderType=cv2.BORDER_REFLECT_101)
         out += [m, sd, np.log(sal + 1e-4)]
