@@ -1,7 +1,7 @@
 """The `lite` mode: the learned fusion of `streamfuse.models.lite`, on the CPU in real time.
 
 Per frame: the two lumas as float32, their 1/4-size statistics, the network on those
-(torch, 6 x 128 x 160 at 640x512: about a millisecond), then the full-resolution
+(torch, 6 x 128 x 160 at 640x512: about 2 ms), then the full-resolution
 application in OpenCV (`models.lite.apply_numpy`) and, over a video, a temporal noise
 reduction of the result. The weights ship in the package
 (streamfuse/models/weights/lite.pt; how they were made: streamfuse/models/weights/README.md).
@@ -28,21 +28,14 @@ def load_net(path: Path = WEIGHTS):
     """The lite network with the weights at `path`, in eval mode. UsageError (one line, with
     the fix) when torch or the file is missing or the file does not hold lite weights."""
     try:
-        import torch
+        import torch  # noqa: F401  (only to say in one line that it is missing)
     except ImportError:
         raise UsageError("fusion mode lite: needs torch (a dependency of streamfuse: pip install torch), "
                          "or choose a classical mode, e.g. --mode pyramid") from None
-    if not Path(path).is_file():
-        raise UsageError(f"fusion mode lite: weights file {path} not found; reinstall streamfuse, or "
-                           f"make one with `streamfuse train --out {path}`")
-    net = lite.build_net()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"] if "model" in state else state)
-    except Exception as exc:  # a corrupt or foreign file: say which, not a traceback
-        raise UsageError(f"fusion mode lite: {path} does not hold lite weights ({exc.__class__.__name__}); "
-                           f"make one with `streamfuse train --out {path}`") from None
-    return net.eval()
+    from streamfuse.models import load_state
+
+    hint = f"reinstall streamfuse, or make one with `streamfuse train --out {path}`"
+    return load_state(lite.build_net(), path, "lite", hint).eval()
 
 
 #: Video: the maps follow the newest frame by this share per frame (an exponential average,

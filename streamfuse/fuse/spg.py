@@ -49,18 +49,11 @@ def load_net(path: Path | None, device: str = "cpu"):
 
     if path is None:
         raise UsageError(f"fusion mode spg: no weights file (fusion.weights is not set); {_TRAIN_HINT}")
-    if not Path(path).is_file():
-        raise UsageError(f"fusion mode spg: weights file {path} not found; {_TRAIN_HINT}")
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("fusion.device: cuda, but torch sees no CUDA device here; set `fusion.device: cpu`")
-    net = spg.build_net()
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        net.load_state_dict(state["model"] if "model" in state else state)
-    except Exception as exc:  # a corrupt or foreign file: say which, not a traceback
-        raise UsageError(f"fusion mode spg: {path} does not hold spg weights ({exc.__class__.__name__}); "
-                         f"{_TRAIN_HINT}") from None
-    return net.to(device).eval()
+    from streamfuse.models import load_state
+
+    return load_state(spg.build_net(), path, "spg", _TRAIN_HINT).to(device).eval()
 
 
 class ModulationTrack:

@@ -226,10 +226,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from streamfuse.errors import StreamfuseError
+    from streamfuse.errors import run_module_main
 
-    try:
-        sys.exit(main())
-    except StreamfuseError as exc:
-        print(f"streamfuse: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    run_module_main(main)

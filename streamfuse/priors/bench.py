@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -144,10 +143,6 @@ def _print_row(pace: str, name: str, row: dict, off: dict) -> None:
 
 
 if __name__ == "__main__":
-    from streamfuse.errors import StreamfuseError
+    from streamfuse.errors import run_module_main
 
-    try:
-        sys.exit(main())
-    except StreamfuseError as exc:
-        print(f"streamfuse: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    run_module_main(main)
