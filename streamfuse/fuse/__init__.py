@@ -84,7 +84,7 @@ class Fuser(ABC):
             `emphasis` map: hxw float32 in [0, 1] at any resolution, stretched over the
             frame) that raises the IR weight where it is high. A fuser derives its weight
             maps from a new prior once and blends to them over a few frames
-            (`priors.prior.EmphasisTrack`, the only per-frame state a mode may keep); None
+            (`priors.prior.EmphasisTrack`, the only per-frame state a classical mode keeps); None
             keeps the last prior's maps, or fuses without one if none came yet.
 
     Output: a new HxWx3 BGR uint8 array of the visible size. `fuse` never modifies its
