@@ -84,6 +84,8 @@ def load_clips(roots: list[Path]) -> list[np.ndarray]:
         if "pairs" in Path(root).resolve().parts:
             raise UsageError(f"train: {root} is an evaluation set; train only on clips you may train on "
                              f"(e.g. the M3SVD frames) and --synthetic scenes")
+        if not Path(root).is_dir():
+            raise UsageError(f"train: --clips {root}: no such folder")
         folders = [root] if (root / "ir").is_dir() else sorted(p for p in root.iterdir() if (p / "ir").is_dir())
         if not folders:
             raise UsageError(f"train: {root} holds no clip (ir/ and vis/ folders of frames)")
@@ -93,13 +95,21 @@ def load_clips(roots: list[Path]) -> list[np.ndarray]:
             for name in names:
                 ir = cv2.imread(str(folder / "ir" / name), cv2.IMREAD_UNCHANGED)
                 vis = cv2.imread(str(folder / "vis" / name), cv2.IMREAD_COLOR)
-                if ir is None or vis is None or ir.shape[:2] != vis.shape[:2]:
-                    raise UsageError(f"train: cannot read a registered pair {folder}/{{ir,vis}}/{name}")
+                if ir is None or vis is None:
+                    raise UsageError(f"train: cannot read {folder}/{{ir,vis}}/{name} as an image pair (missing, "
+                                     f"corrupt, or not PNG/JPG/TIFF); fix or remove that frame")
+                if ir.shape[:2] != vis.shape[:2] or min(ir.shape[:2]) < CROP:
+                    raise UsageError(f"train: {folder}/{{ir,vis}}/{name} are {_size(ir)} and {_size(vis)}; training "
+                                     f"needs registered frames of one size, at least {CROP}x{CROP}")
                 ir = ir if ir.ndim == 2 else cv2.cvtColor(ir, cv2.COLOR_BGR2GRAY)
                 frames.append(_frame(ir_to_u8(ir), vis))
             if len(frames) >= 2:
                 clips.append(np.stack(frames))
     return clips
+
+
+def _size(image: np.ndarray) -> str:
+    return f"{image.shape[1]}x{image.shape[0]}"
 
 
 def synthetic_clips(count: int, seed: int, length: int = 6) -> list[np.ndarray]:

@@ -191,6 +191,27 @@ def test_train_refuses_evaluation_pairs(tmp_path):
         training.load_clips([pairs])
 
 
+def test_train_says_in_one_line_what_is_wrong_with_its_clips(tmp_path, capsys):
+    from streamfuse.cli import main
+
+    clip = tmp_path / "clip"
+    for role in ("ir", "vis"):
+        (clip / role).mkdir(parents=True)
+    cv2.imwrite(str(clip / "ir" / "0.png"), np.zeros((200, 200), np.uint8))
+    cv2.imwrite(str(clip / "vis" / "0.png"), np.zeros((200, 240, 3), np.uint8))
+    (clip / "ir" / "1.png").write_bytes(b"not an image")
+    (tmp_path / "empty").mkdir()
+    cases = {tmp_path / "nowhere": "no such folder", tmp_path / "empty": "holds no clip",
+             clip: "registered frames of one size"}
+    for folder, message in cases.items():
+        assert main(["train", "--clips", str(folder), "--steps", "1", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    cv2.imwrite(str(clip / "vis" / "0.png"), np.zeros((200, 200, 3), np.uint8))
+    assert main(["train", "--clips", str(clip), "--steps", "1", "--quiet"]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
 def test_train_with_clipfusion_prompts_checkpoints_them(tmp_path):
     # A CLIP with weights in a file, built by the same code as the real ones (tiny, random).
     open_clip = pytest.importorskip("open_clip")
