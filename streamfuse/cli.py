@@ -52,7 +52,7 @@ def _keep_freed_memory() -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS
+    from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS, FusionConfig
     from streamfuse.fuse.palettes import PALETTES
 
     modes = ", ".join(FUSION_MODES)
@@ -85,7 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("ir", type=Path, help="IR image or folder")
     f.add_argument("vis", type=Path, help="visible image or folder")
     f.add_argument("-o", "--output", type=Path, required=True, help="output image, or folder for folders")
-    f.add_argument("--mode", default="pyramid", help=f"fusion mode ({modes}); default pyramid")
+    default_mode = FusionConfig().mode  # the one default, FusionConfig's
+    f.add_argument("--mode", default=default_mode, help=f"fusion mode ({modes}); default {default_mode}")
     f.add_argument("--palette", default="ironbow", help=f"IR palette ({', '.join(PALETTES)}); default ironbow")
     f.add_argument("--calibration", type=Path, help="calibration file when the images are not aligned")
     f.set_defaults(handler=_cmd_fuse)

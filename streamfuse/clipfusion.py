@@ -29,7 +29,6 @@ error naming `streamfuse models fetch RIG`); a run never falls back to random we
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,17 +299,10 @@ def rig_priors(rig_path: Path | str) -> PriorConfig:
 
 
 def _open_clip_parts(tower, encode_text):
-    """The open_clip model and tokenizer behind `priors.models.build_clip`'s text encoder.
-
-    build_clip hands out the image tower and a closure over the model, but prompt learning
-    needs the text transformer's parts; they are read from the closure so that CLIP is loaded
-    once, by the one loader. A build_clip that stops closing over them fails here, loudly.
-    """
-    found = inspect.getclosurevars(inspect.unwrap(encode_text)).nonlocals
-    model, tokenizer = found.get("model"), found.get("tokenizer")
-    if model is None or tokenizer is None or getattr(model, "visual", None) is not tower.visual:
-        raise RuntimeError("clipfusion: priors.models.build_clip no longer closes over `model` and "
-                           "`tokenizer`; update clipfusion._open_clip_parts")
+    """The open_clip model and tokenizer behind `priors.models.build_clip`'s text encoder (it
+    carries them as attributes), so that CLIP is loaded once, by the one loader."""
+    model, tokenizer = encode_text.model, encode_text.tokenizer
+    assert model.visual is tower.visual  # one model behind both
     return model, tokenizer
 
 

@@ -33,11 +33,15 @@ def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean()
 
 
+def _sobel_kernels(like: torch.Tensor) -> torch.Tensor:
+    """(2,1,3,3) Sobel kernels (x, y), unscaled, in `like`'s dtype and device."""
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=like.dtype, device=like.device)
+    return torch.stack([k, k.t()])[:, None]
+
+
 def sobel(x: torch.Tensor) -> torch.Tensor:
     """(B,2,H,W) Sobel derivatives (x, y) of a (B,1,H,W) image, /4, replicate borders."""
-    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], device=x.device) / 4.0
-    kernel = torch.stack([k, k.t()])[:, None].to(x.dtype)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), _sobel_kernels(x) / 4.0)
 
 
 def gradient(x: torch.Tensor) -> torch.Tensor:
@@ -56,10 +60,6 @@ def scd(fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """2 - SCD per sample (B,): 0 when each difference image is the other source."""
     return 2.0 - corr(fused - b, a) - corr(fused - a, b)
 
-
-def box(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Box mean over (2r+1)^2 with reflected borders."""
-    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="reflect"), 2 * r + 1, stride=1)
 
 
 # --------------------------------------------------------------------------- the image measures
@@ -108,8 +108,7 @@ def vif(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 
 def _edges(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sobel strength and orientation atan(gy/gx) of a (B,1,H,W) image in grey levels."""
-    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
-    d = F.conv2d(x, torch.stack([k, k.t()])[:, None], padding=1)  # zero borders, as the toolbox
+    d = F.conv2d(x, _sobel_kernels(x), padding=1)  # unscaled, zero borders: as the toolbox
     gx, gy = d[:, :1], d[:, 1:]
     strength = torch.sqrt(gx * gx + gy * gy + 1e-6)
     safe = torch.where(gx.abs() < 1e-6, torch.full_like(gx, 1e-6), gx)

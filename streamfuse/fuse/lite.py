@@ -75,7 +75,7 @@ class LiteFuser(Fuser):
         """Forget the previous frames (maps and output)."""
         self._last_maps: np.ndarray | None = None
         self._last_out: np.ndarray | None = None
-        self._noise: tuple[float, float] | None = None
+        self._noise = (0.0, 0.0)
         self._frames = 0
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
@@ -85,7 +85,7 @@ class LiteFuser(Fuser):
 
     def probabilities(self, a: np.ndarray, b: np.ndarray, prior=None) -> tuple[np.ndarray, lite.Prepared]:
         """(4 x h x w maps (w_d, w_b, kappa, boost), the Prepared) for lumas a, b (HxW float32, 0..1)."""
-        if self._noise is None or self._frames % NOISE_EVERY == 0:
+        if self._frames % NOISE_EVERY == 0:  # frame 0 after a reset included
             self._noise = (lite.noise_sigma(a), lite.noise_sigma(b))
         self._frames += 1
         prepared = lite.features_numpy(a, b, self._noise)

@@ -7,20 +7,19 @@ the rig names a file made by `streamfuse train --model spg` (`fusion.weights`).
 
 Priors: the network's modulation depends only on the prior, so it is computed once per new
 prior (a refresh publishes a new `Prior` object) and reused by every frame until the next;
-a `ModulationTrack` blends it in over `BLEND_FRAMES` frames, as `EmphasisTrack` does for the
+a `PriorTrack` blends it in over `BLEND_FRAMES` frames, as `EmphasisTrack` does for the
 other modes, so a refresh never makes the picture jump. With no prior yet, the modulation is off.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
 from streamfuse.errors import UsageError
 from streamfuse.fuse import Fuser, check_inputs
-from streamfuse.priors.prior import BLEND_FRAMES
+from streamfuse.priors.prior import PriorTrack
 from streamfuse.thermal import ir_to_u8
 
 #: Frames are padded to a multiple of this: the network halves them three times.
@@ -56,49 +55,10 @@ def load_net(path: Path | None, device: str = "cpu"):
     return load_state(spg.build_net(), path, "spg", _TRAIN_HINT).to(device).eval()
 
 
-class ModulationTrack:
-    """Follows the prior a fuser is given and hands out the network's modulation for the frame.
-
-    `compute(prior, (H, W))` returns the modulation for padded frames of H x W; it runs once per
-    new prior (a different object) or new frame size, never per frame. Modulations are blended
-    linearly from the previous one (or from none: zeros, the identity) over `blend_frames`
-    frames; the network applies them as f * (1 + gamma) + beta, which is linear in (gamma,
-    beta), so blending them blends the modulated features.
-    """
-
-    def __init__(self, compute: Callable, blend_frames: int = BLEND_FRAMES):
-        self._compute = compute
-        self._blend_frames = blend_frames
-        self._prior = None
-        self._size: tuple[int, int] | None = None
-        self._start = self._target = self._current = None
-        self._step = 0
-
-    def get(self, prior, size: tuple[int, int]):
-        """The modulation for this frame, or None (off) while no prior has arrived.
-
-        Args:
-            prior: a Prior, or None to keep the last one.
-            size: the padded frame's (H, W).
-        """
-        prior = self._prior if prior is None else prior
-        if prior is None:
-            return None
-        if prior is not self._prior or size != self._size:
-            # After a size change the old modulation does not fit: blend in from none.
-            self._start = self._current if size == self._size else None
-            self._target = self._compute(prior, size)
-            self._prior, self._size, self._step = prior, size, 0
-        if self._step < self._blend_frames:
-            self._step += 1
-            t = self._step / self._blend_frames
-            self._current = self._target if self._step == self._blend_frames else \
-                _blend(self._start, self._target, t)
-        return self._current
-
-
 def _blend(start, target, t: float):
-    """(1 - t) * start + t * target over the modulation's structure; start None means zeros."""
+    """(1 - t) * start + t * target over the modulation's structure; start None means zeros
+    (the identity modulation). The network applies it as f * (1 + gamma) + beta, linear in
+    (gamma, beta), so blending modulations blends the modulated features."""
     if start is None:
         return tuple([(g * t, b * t) for g, b in scales] for scales in target)
     return tuple([(g0.lerp(g1, t), b0.lerp(b1, t)) for (g0, b0), (g1, b1) in zip(s, tg)]
@@ -110,7 +70,7 @@ class SPGFuser(Fuser):
     it adds from the IR). `palette`, `strength` and the other classical fields are not used.
 
     Uses `cfg.weights` (required) and `cfg.device`. A grey visible frame gives a grey picture
-    (the output's luma). Keeps per-frame state only in its ModulationTrack.
+    (the output's luma). Keeps per-frame state only in its PriorTrack.
     """
 
     def __init__(self, cfg):
@@ -118,7 +78,7 @@ class SPGFuser(Fuser):
         self._torch = _torch()
         self.device = self._torch.device(cfg.device)
         self.net = load_net(cfg.weights, cfg.device)
-        self._track = ModulationTrack(self._modulation)
+        self._track = PriorTrack(self._modulation, lambda prior, size: None, _blend)
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)

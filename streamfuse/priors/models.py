@@ -177,6 +177,7 @@ def build_clip(cfg: ClipConfig, weights: Path | None, device: str) -> tuple[Clip
             embeddings.append(F.normalize(e, dim=0))
         return torch.stack(embeddings).cpu().numpy() if embeddings else np.zeros((0, 0), np.float32)
 
+    encode.model, encode.tokenizer = model, tokenizer  # CLIPFusion's prompt learning needs the text parts
     return tower, encode
 
 

@@ -57,8 +57,49 @@ class Prior:
     key: str = ""
 
 
-class EmphasisTrack:
-    """Follows the prior a fuser is given and hands out the fuser's current weight maps.
+class PriorTrack:
+    """Follows the prior a fuser is given and hands out what the fuser derived from it.
+
+    `derive(prior, shape)` is called once per new prior (a different object) or new frame
+    shape, never per frame; the result is blended in from the previous one over
+    `blend_frames` frames by `blend(start, target, t)`, so a refresh never makes the picture
+    jump. The first prior, and every prior after a change of shape, blends in from
+    `neutral(prior, shape)` (what the fuser does without a prior).
+    """
+
+    def __init__(self, derive: Callable, neutral: Callable, blend: Callable, blend_frames: int = BLEND_FRAMES):
+        self._derive, self._neutral, self._blend = derive, neutral, blend
+        self._blend_frames = blend_frames
+        self._prior = None
+        self._shape: tuple[int, int] | None = None
+        self._start = self._target = self._current = None
+        self._step = 0
+
+    def get(self, prior, shape: tuple[int, int]):
+        """What to fuse this frame with; None while no prior has arrived.
+
+        Args:
+            prior: a Prior, or None to keep the last one.
+            shape: the frame's (h, w) (or whatever size the derived values depend on).
+        """
+        prior = self._prior if prior is None else prior
+        if prior is None:
+            return None
+        if prior is not self._prior or shape != self._shape:
+            fresh = self._prior is None or shape != self._shape
+            self._start = self._neutral(prior, shape) if fresh else self._current
+            self._target = self._derive(prior, shape)
+            self._prior, self._shape, self._step = prior, shape, 0
+        if self._step < self._blend_frames:
+            self._step += 1
+            t = self._step / self._blend_frames
+            self._current = self._target if self._step == self._blend_frames else \
+                self._blend(self._start, self._target, t)
+        return self._current
+
+
+class EmphasisTrack(PriorTrack):
+    """A PriorTrack of a fuser's weight maps, derived from the prior's emphasis map.
 
     `derive(emphasis, (h, w))` turns a low-resolution emphasis map into the fuser's weight
     maps (float32 or int16 arrays of any sizes), and must be linear in `emphasis`, so that
@@ -67,14 +108,9 @@ class EmphasisTrack:
     """
 
     def __init__(self, derive: Derive, blend_frames: int = BLEND_FRAMES):
-        self._derive = derive
-        self._blend_frames = blend_frames
-        self._prior = None
-        self._shape: tuple[int, int] | None = None
-        self._start: tuple[np.ndarray, ...] = ()
-        self._target: tuple[np.ndarray, ...] = ()
-        self._current: tuple[np.ndarray, ...] | None = None
-        self._step = 0
+        super().__init__(lambda prior, shape: derive(np.clip(_emphasis(prior), 0.0, 1.0), shape),
+                         lambda prior, shape: derive(np.zeros_like(_emphasis(prior)), shape),
+                         _blend_maps, blend_frames)
 
     def maps(self, prior, shape: tuple[int, int]) -> tuple[np.ndarray, ...] | None:
         """The weight maps for this frame; None while no prior has arrived (fuse classically).
@@ -83,29 +119,18 @@ class EmphasisTrack:
             prior: a Prior (or anything with `emphasis`), or None: keep the last maps.
             shape: the frame's (h, w).
         """
-        if prior is None and self._current is None:
-            return None
-        if prior is not None and (prior is not self._prior or shape != self._shape):
-            self._retarget(prior, shape)
-        if self._step < self._blend_frames:
-            self._step += 1
-            t = self._step / self._blend_frames
-            self._current = tuple(cv2.addWeighted(a, 1.0 - t, b, t, 0.0)
-                                  for a, b in zip(self._start, self._target))
-            if self._step == self._blend_frames:
-                self._current = self._target
-        return self._current
+        return self.get(prior, shape)
 
-    def _retarget(self, prior, shape: tuple[int, int]) -> None:
-        emphasis = np.asarray(prior.emphasis, dtype=np.float32)
-        if emphasis.ndim != 2 or emphasis.size == 0:
-            raise ValueError(f"prior: expected an hxw emphasis map, got shape {emphasis.shape}")
-        if self._current is None or shape != self._shape:
-            # First prior, or a new frame size: blend in from "no emphasis" at this size.
-            self._current = self._derive(np.zeros_like(emphasis), shape)
-        self._start = self._current
-        self._target = self._derive(np.clip(emphasis, 0.0, 1.0), shape)
-        self._prior, self._shape, self._step = prior, shape, 0
+
+def _emphasis(prior) -> np.ndarray:
+    emphasis = np.asarray(prior.emphasis, dtype=np.float32)
+    if emphasis.ndim != 2 or emphasis.size == 0:
+        raise ValueError(f"prior: expected an hxw emphasis map, got shape {emphasis.shape}")
+    return emphasis
+
+
+def _blend_maps(start: tuple[np.ndarray, ...], target: tuple[np.ndarray, ...], t: float) -> tuple[np.ndarray, ...]:
+    return tuple(cv2.addWeighted(a, 1.0 - t, b, t, 0.0) for a, b in zip(start, target))
 
 
 def upsample(emphasis: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
