@@ -196,10 +196,12 @@ def _choose_max(a: np.ndarray, b: np.ndarray, a_gain: np.ndarray | None = None) 
 
     `a_gain` (int16, 1/256 units, a's shape) scales a's magnitude in the comparison only.
     """
-    a_size = cv2.absdiff(a, 0)
+    # np.abs, not cv2.absdiff(a, 0): OpenCV 5 reads a 1x1 array beside a scalar as a scalar
+    # itself, and the mask then comes out 4x1.
+    a_size = np.abs(a)
     if a_gain is not None:
         a_size = cv2.multiply(a_size, a_gain, scale=1.0 / 256.0)
-    a_wins = cv2.compare(a_size, cv2.absdiff(b, 0), cv2.CMP_GE)
+    a_wins = cv2.compare(a_size, np.abs(b), cv2.CMP_GE)
     return cv2.copyTo(a, a_wins, b)
 
 
