@@ -21,7 +21,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS, FusionConfig, Fuser, make_fuser
+from streamfuse.fuse import MODES, NEEDS_WEIGHTS, Fuser, FusionConfig, make_fuser
 from streamfuse.fuse.palettes import PALETTES, apply_palette
 from streamfuse.thermal import ir_to_u8
 
@@ -59,7 +59,7 @@ class Controls:
         self._lock = threading.Lock()
         self.settings = Settings(fusion.mode, fusion.palette, fusion.strength, "fused", distance_m)
         #: The modes a viewer may switch to: those that need a weights file only if the rig gave one.
-        self.modes = tuple(m for m in FUSION_MODES if m not in NEEDS_WEIGHTS or fusion.weights is not None)
+        self.modes = tuple(m for m in MODES if m not in NEEDS_WEIGHTS or fusion.weights is not None)
 
     @property
     def parallax(self) -> bool:

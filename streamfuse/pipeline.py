@@ -19,20 +19,27 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from streamfuse.agc import Agc, make_agc
 from streamfuse.capture import CaptureThread, Source, open_sources
 from streamfuse.capture.base import CaptureStats, live_slot_depth
+from streamfuse.capture.liveness import Liveness
 from streamfuse.controls import Controls, LiveFusion, render_view
 from streamfuse.errors import RuntimeFailure, SourceError
 from streamfuse.frames import Frame, FramePair, now_ns
 from streamfuse.fuse import make_fuser
-from streamfuse.liveness import Liveness
 from streamfuse.queues import EndOfStream
-from streamfuse.register import Calibration, Registrar
+from streamfuse.register.calibration import Calibration
+from streamfuse.register.registrar import Registrar
 from streamfuse.rig import RigConfig
-from streamfuse.sinks import INTERACTIVE_SINKS, SinkRunner, SinkState, StreamInfo, make_sink
+from streamfuse.sinks import (
+    INTERACTIVE_SINKS,
+    SinkRunner,
+    SinkState,
+    StreamInfo,
+    make_sink,
+)
 from streamfuse.stats import RateMeter, StageTimer
 from streamfuse.sync import Pairer, SyncStats
+from streamfuse.thermal import Agc, make_agc
 
 #: How long the main loop sleeps at most before re-checking stop requests and limits.
 POLL_S = 0.1
@@ -191,7 +198,9 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
     stop = stop or threading.Event()
     report = RunReport()
     if fuse and rig.priors is not None:
-        from streamfuse.priors.worker import open_priors  # torch and the models: only for priors
+        from streamfuse.priors.worker import (
+            open_priors,  # torch and the models: only for priors
+        )
 
         report.priors = open_priors(rig.priors, rig.path)
     ir, vis, registrar = open_rig_sources(rig)

@@ -24,17 +24,18 @@ from pathlib import Path
 
 import yaml
 
-from streamfuse.agc import ThermalConfig
 from streamfuse.capture import SOURCE_TYPES, SourceConfig
+from streamfuse.capture.liveness import LiveConfig
 from streamfuse.capture.replay import ReplayConfig
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
 from streamfuse.config import ConfigError, build, check_range, suggest
 from streamfuse.errors import RigError
 from streamfuse.fuse import FusionConfig
-from streamfuse.liveness import LiveConfig
 from streamfuse.priors.config import PriorConfig, resolve_paths
-from streamfuse.register import Calibration, RegistrationConfig, load_calibration
+from streamfuse.register.calibration import Calibration, load_calibration
+from streamfuse.register.registrar import RegistrationConfig
 from streamfuse.sinks import SINK_TYPES, Mp4SinkConfig, SinkConfig
+from streamfuse.thermal import ThermalConfig
 
 TOP_LEVEL_KEYS = ("name", "sources", "scene", "calibration", "registration", "sync", "fusion", "sinks", "priors",
                   "live", "thermal")

@@ -9,16 +9,16 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from helpers import REPO, data_path
-from streamfuse.agc import Agc, ThermalConfig, make_agc
+
 from streamfuse.errors import RigError
 from streamfuse.frames import Frame, FramePair
 from streamfuse.fuse import FusionConfig, make_fuser
 from streamfuse.pipeline import RunReport, _process
-from streamfuse.register import Registrar
+from streamfuse.register.registrar import Registrar
 from streamfuse.rig import load_rig
 from streamfuse.stats import StageTimer
+from streamfuse.thermal import Agc, ThermalConfig, make_agc
 
 FRAME_NS = round(1e9 / 30)
 

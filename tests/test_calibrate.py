@@ -12,20 +12,22 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from helpers import REPO, data_path
-from streamfuse.calibrate import report, targetfree, write_calibration
+
+from streamfuse.calibrate import report
 from streamfuse.calibrate.board import Pattern, detect, find_views, fit_views
 from streamfuse.calibrate.click import PointPicker
-from streamfuse.calibrate.refine import LiveRefiner
 from streamfuse.calibrate.synthetic import synthetic_pairs
 from streamfuse.capture.scene import SyntheticScene
 from streamfuse.capture.synthetic import synthetic_H_vis_from_ir
 from streamfuse.cli import main
 from streamfuse.errors import RigError, UsageError
-from streamfuse.geometry import apply_homography, corner_rms
 from streamfuse.pipeline import run
-from streamfuse.register import Registrar, load_calibration
+from streamfuse.register import targetfree
+from streamfuse.register.calibration import load_calibration, write_calibration
+from streamfuse.register.geometry import apply_homography, corner_rms
+from streamfuse.register.refine import LiveRefiner
+from streamfuse.register.registrar import Registrar
 from streamfuse.rig import load_rig
 
 IR_SIZE, VIS_SIZE = (640, 512), (640, 480)

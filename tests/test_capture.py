@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
 from helpers import write_video
 from stream_servers import MjpegServer, RtspServer, TcpStreamer
+
 from streamfuse.capture import open_sources
 from streamfuse.capture.network import NetworkConfig, NetworkSource
 from streamfuse.capture.replay import ReplayConfig, open_replay

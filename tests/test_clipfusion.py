@@ -1,4 +1,4 @@
-"""CLIPFusion's prompt targets (streamfuse.clipfusion) on a tiny random CLIP built by the priors'
+"""CLIPFusion's prompt targets (streamfuse.train.clipfusion) on a tiny random CLIP built by the priors'
 own loader: the learned-prompt text path and the preprocessing against open_clip's own, stage 1
 on synthetic IR and visible crops, the stage-2 loss's gradients, checkpoints, and the errors.
 """
@@ -11,12 +11,18 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_priors import TINY_CLIP, tiny_clip_file
 
 from streamfuse.capture.scene import SyntheticScene
-from streamfuse.clipfusion import CLASSES, FUSED, INFRARED, VISIBLE, load_prompt_targets
 from streamfuse.errors import UsageError
 from streamfuse.priors import ClipConfig, DinoConfig, PriorConfig
-from test_priors import TINY_CLIP, tiny_clip_file
+from streamfuse.train.clipfusion import (
+    CLASSES,
+    FUSED,
+    INFRARED,
+    VISIBLE,
+    load_prompt_targets,
+)
 
 CROP = 128
 

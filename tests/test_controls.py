@@ -10,8 +10,8 @@ import pytest
 
 from streamfuse.controls import VIEWS, Controls, LiveFusion, render_view
 from streamfuse.fuse import FusionConfig, make_fuser
-from streamfuse.geometry import ParallaxModel
-from streamfuse.register import Registrar
+from streamfuse.register.geometry import ParallaxModel
+from streamfuse.register.registrar import Registrar
 
 
 def _registrar(parallax: bool) -> Registrar:

@@ -10,10 +10,10 @@ import struct
 from pathlib import Path
 
 import pytest
-
 from helpers import streamfuse
-from streamfuse import devices
-from streamfuse.devices import find_cameras, report, rig_snippet
+
+from streamfuse.capture import devices
+from streamfuse.capture.devices import find_cameras, report, rig_snippet
 
 CAMERAS = {
     # node: (card, driver, bus, capture?, {fourcc: (description, {(w, h): [(num, den), ...]})})

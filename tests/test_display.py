@@ -12,7 +12,6 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from helpers import free_port, get, need_program, streamfuse, write_demo_rig
 
 SCREEN = (800, 600)

@@ -7,13 +7,22 @@ import json
 import cv2
 import numpy as np
 import pytest
-
 from helpers import data_path, streamfuse
+
 from streamfuse.cli import main
-from streamfuse.evaluate import (IR_ONLY, POOLED, VIS_ONLY, find_groups, fuser_method, load_pair, mode_method,
-                                 score_pairs, summarize)
 from streamfuse.fuse import FusionConfig, make_fuser
-from streamfuse.fusion_metrics import MEASURES, fusion_metrics
+from streamfuse.quality.evaluate import (
+    IR_ONLY,
+    POOLED,
+    VIS_ONLY,
+    find_groups,
+    fuser_method,
+    load_pair,
+    mode_method,
+    score_pairs,
+    summarize,
+)
+from streamfuse.quality.measures import MEASURES, fusion_metrics
 
 #: Two small sets: (set, names) with SeAFusion outputs published for each.
 PICKED = {"msrs": ["00004N", "01566D"], "tno": ["09"]}

@@ -4,9 +4,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from helpers import data_path
-from streamfuse.flicker import FlickerMeter, estimate_motion, flicker, fusion_flicker
+
+from streamfuse.quality.flicker import (
+    FlickerMeter,
+    estimate_motion,
+    flicker,
+    fusion_flicker,
+)
 
 
 def _frames(clip: str, role: str, count: int) -> list[np.ndarray]:

@@ -12,11 +12,18 @@ import cv2
 import numpy as np
 import pytest
 
-from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS, Fuser, FusionConfig, make_fuser
+from streamfuse.fuse import (
+    MODES,
+    NEEDS_WEIGHTS,
+    Fuser,
+    FusionConfig,
+    fuser_class,
+    make_fuser,
+)
 from streamfuse.fuse.palettes import PALETTES, apply_palette
 from streamfuse.thermal import ir_to_u8
 
-MODES = sorted(set(FUSION_MODES) - NEEDS_WEIGHTS)  # the modes built from default settings
+READY = sorted(set(MODES) - NEEDS_WEIGHTS)  # the modes built from default settings
 MSRS = Path("/work/shared/data/pairs/msrs")
 MSRS_NIGHT_PAIRS = ("00004N", "01023N")
 
@@ -111,7 +118,7 @@ def test_apply_palette_matches_table_and_rejects_unknown_name():
 # --- the Fuser contract, every mode -----------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", READY)
 @pytest.mark.parametrize("ir_dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("colour", [True, False], ids=["bgr", "grey"])
 @pytest.mark.parametrize("size", [(480, 640), (479, 641), (3, 5)])
@@ -125,7 +132,7 @@ def test_output_shape_dtype_and_inputs_untouched(mode, ir_dtype, colour, size):
     assert np.array_equal(ir, ir_before) and np.array_equal(vis, vis_before)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", READY)
 def test_grey_visible_gives_grey_output_for_grey_palette(mode):
     rng = np.random.default_rng(0)
     out = make_fuser(FusionConfig(mode=mode, palette="white-hot")).fuse(
@@ -134,7 +141,7 @@ def test_grey_visible_gives_grey_output_for_grey_palette(mode):
     assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", READY)
 @pytest.mark.parametrize("palette", ["white-hot", "ironbow"])
 def test_hot_square_is_brighter(mode, palette):
     ir, vis, inside = _hot_square_scene()
@@ -203,7 +210,7 @@ BAD_PAIRS = {
 }
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", READY)
 @pytest.mark.parametrize("case", sorted(BAD_PAIRS))
 def test_bad_inputs_raise(mode, case):
     ir, vis, message = BAD_PAIRS[case]
@@ -230,11 +237,12 @@ def test_config_validation(kwargs, message):
 
 
 def test_registry_and_factory():
-    assert set(FUSION_MODES) == {"alpha", "msx", "pyramid", "lite", "spg"} and NEEDS_WEIGHTS == {"spg"}
-    for mode in MODES:
-        cls = FUSION_MODES[mode]
+    assert set(MODES) == {"alpha", "msx", "pyramid", "lite", "spg"} and NEEDS_WEIGHTS == {"spg"}
+    for mode in READY:
+        cls = fuser_class(mode)
         fuser = make_fuser(FusionConfig(mode=mode))
         assert type(fuser) is cls and isinstance(fuser, Fuser)
+    assert fuser_class("spg").__name__ == "SPGFuser"  # found, though it cannot be built without weights
     assert FusionConfig(strength=1).strength == 1
 
 
@@ -257,7 +265,7 @@ def _high_pass(y: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name", MSRS_NIGHT_PAIRS)
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", READY)
 def test_night_pair_shows_people_and_keeps_visible_texture(name, mode):
     ir, vis = _msrs_pair(name)
     out = make_fuser(FusionConfig(mode=mode, palette="white-hot")).fuse(ir, vis)

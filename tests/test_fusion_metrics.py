@@ -7,9 +7,9 @@ import math
 import cv2
 import numpy as np
 import pytest
-
 from helpers import data_path
-from streamfuse.fusion_metrics import MEASURES, SourcePair, fusion_metrics, to_gray
+
+from streamfuse.quality.measures import MEASURES, SourcePair, fusion_metrics, to_gray
 
 #: Pairs per set checked against metrics.json: the first ones by name (all 121 take ~20 s).
 PAIRS_PER_SET = 2

@@ -9,9 +9,21 @@ import numpy as np
 import pytest
 
 from streamfuse.capture.scene import DEMO_H_VIS_FROM_IR
-from streamfuse.geometry import (DISTANCE_PRESETS, ParallaxModel, apply_homography, corner_rms, fit_homography,
-                                 frame_corners, homography_problem, ir_pixels_of_vis_pixels, parallax_px,
-                                 plane_homography, points_problem, scaling, undistorted_rays)
+from streamfuse.register.geometry import (
+    DISTANCE_PRESETS,
+    ParallaxModel,
+    apply_homography,
+    corner_rms,
+    fit_homography,
+    frame_corners,
+    homography_problem,
+    ir_pixels_of_vis_pixels,
+    parallax_px,
+    plane_homography,
+    points_problem,
+    scaling,
+    undistorted_rays,
+)
 
 K_IR = np.array([[686.2, 0, 319.5], [0, 686.2, 255.5], [0, 0, 1]])
 K_VIS = np.array([[453.2, 0, 319.5], [0, 453.2, 239.5], [0, 0, 1]])

@@ -14,7 +14,8 @@ from streamfuse.fuse import FusionConfig, make_fuser  # noqa: E402
 from streamfuse.fuse.lite import WEIGHTS, LiteFuser  # noqa: E402
 from streamfuse.models import lite  # noqa: E402
 from streamfuse.thermal import ir_to_u8  # noqa: E402
-from streamfuse import train as training  # noqa: E402
+from streamfuse.train import loop as training  # noqa: E402
+from streamfuse.train.data import load_clips  # noqa: E402
 from tests.helpers import data_path  # noqa: E402
 
 
@@ -188,7 +189,7 @@ def test_train_refuses_evaluation_pairs(tmp_path):
     pairs = tmp_path / "pairs" / "set"
     (pairs / "ir").mkdir(parents=True)
     with pytest.raises(UsageError, match="evaluation set"):
-        training.load_clips([pairs])
+        load_clips([pairs])
 
 
 def test_train_says_in_one_line_what_is_wrong_with_its_clips(tmp_path, capsys):
@@ -237,7 +238,13 @@ def test_train_with_clipfusion_prompts_checkpoints_them(tmp_path):
 def test_shipped_lite_reaches_the_issue_targets_pooled_over_all_pairs():
     # Issue 7's bar, on every evaluation pair (~40 s): at least guided-filter fusion on Qabf and
     # VIF, at least SeAFusion on SCD (../shared/data/peers/README.md).
-    from streamfuse.evaluate import POOLED, find_groups, mode_method, score_pairs, summarize
+    from streamfuse.quality.evaluate import (
+        POOLED,
+        find_groups,
+        mode_method,
+        score_pairs,
+        summarize,
+    )
 
     groups = find_groups(data_path("pairs"))
     pairs = [p for ps in groups.values() for p in ps]
@@ -247,7 +254,7 @@ def test_shipped_lite_reaches_the_issue_targets_pooled_over_all_pairs():
 
 
 def test_shipped_lite_flickers_less_than_its_more_flickering_source():
-    from streamfuse.evaluate import clip_flicker, find_groups, mode_method
+    from streamfuse.quality.evaluate import clip_flicker, find_groups, mode_method
 
     clips = find_groups(data_path("video", "m3svd_frames"))
     assert len(clips) == 4

@@ -8,24 +8,24 @@ matter to a test are simulated (`VirtualClock`), so nothing here waits for a rea
 from __future__ import annotations
 
 import heapq
+import os
 import random
 import threading
-import os
 import time
 
 import cv2
 import numpy as np
 import pytest
-
 from helpers import data_path, streamfuse
+
 from streamfuse.capture import live
 from streamfuse.capture import uvc as uvc_module
 from streamfuse.capture.base import CaptureStats, CaptureThread, Source, live_slot_depth
 from streamfuse.capture.live import RepeatDetector, StreamClock
+from streamfuse.capture.liveness import LiveConfig, Liveness
 from streamfuse.capture.uvc import UvcConfig, UvcSource
 from streamfuse.errors import SourceError
 from streamfuse.frames import Frame, now_ns
-from streamfuse.liveness import LiveConfig, Liveness
 from streamfuse.pipeline import LIVE_SLACK_NS, Merger
 from streamfuse.sync import Pairer
 

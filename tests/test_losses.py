@@ -5,8 +5,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streamfuse import losses as L  # noqa: E402
-from streamfuse.fusion_metrics import SourcePair, to_gray  # noqa: E402
+from streamfuse.quality.measures import SourcePair, to_gray  # noqa: E402
+from streamfuse.train import losses as L  # noqa: E402
 from tests.helpers import data_path  # noqa: E402
 
 

@@ -15,15 +15,15 @@ import threading
 import time
 
 import pytest
+from helpers import REPO, free_port, get, need_program, write_demo_rig
 from prometheus_client.parser import text_string_to_metric_families
 
-from helpers import REPO, free_port, get, need_program, write_demo_rig
+from streamfuse.bench.viewers import measure
 from streamfuse.controls import Controls
 from streamfuse.errors import UsageError
 from streamfuse.pipeline import run
 from streamfuse.rig import load_rig
 from streamfuse.sinks import MonitorSinkConfig, Mp4SinkConfig
-from streamfuse.viewer_bench import measure
 
 TOKEN = "test-token-1234"
 
@@ -162,7 +162,7 @@ def test_controls_change_the_fusion_and_bad_values_are_refused(tmp_path):
 
 
 def test_viewers_and_a_slow_sink_do_not_slow_the_pipeline(tmp_path):
-    # A loose bound on 2 shared cores; `python -m streamfuse.viewer_bench` measures the figure.
+    # A loose bound on 2 shared cores; `python -m streamfuse.bench.viewers` measures the figure.
     rig = _rig(tmp_path)
     alone, _, _ = measure(rig, 2.0)
     loaded, pictures, report = measure(rig, 2.0, viewers=3, slow_ms=200)

@@ -15,9 +15,9 @@ import av
 import cv2
 import numpy as np
 import pytest
-
 from helpers import data_path, streamfuse
 from stream_servers import MjpegServer, RtspServer, TcpStreamer, UdpStreamer, free_port
+
 from streamfuse.capture.network import NetworkConfig, NetworkSource
 from streamfuse.frames import now_ns
 from streamfuse.pipeline import run

@@ -11,8 +11,8 @@ import time
 import cv2
 import numpy as np
 import pytest
-
 from helpers import REPO, data_path, read_video, streamfuse, write_video
+
 from streamfuse.capture import open_sources
 from streamfuse.capture.replay import ReplayConfig
 from streamfuse.capture.synthetic import make_scene

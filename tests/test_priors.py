@@ -16,17 +16,27 @@ import torch
 
 from streamfuse.config import ConfigError, build
 from streamfuse.errors import RuntimeFailure, UsageError
-from streamfuse.fuse import FUSION_MODES, NEEDS_WEIGHTS, FusionConfig, make_fuser
+from streamfuse.fuse import MODES, NEEDS_WEIGHTS, FusionConfig, make_fuser
 from streamfuse.fuse.palettes import apply_palette
 from streamfuse.priors import ClipConfig, DinoConfig, Prior, PriorConfig
 from streamfuse.priors.config import resolve_paths
-from streamfuse.priors.extractor import BACKGROUND_WORDS, PriorExtractor, build_extractor
+from streamfuse.priors.extractor import (
+    BACKGROUND_WORDS,
+    PriorExtractor,
+    build_extractor,
+)
 from streamfuse.priors.prior import BLEND_FRAMES, EmphasisTrack, upsample
-from streamfuse.priors.weights import check_hash, clip_ref, dino_ref, locate, weights_paths
+from streamfuse.priors.weights import (
+    check_hash,
+    clip_ref,
+    dino_ref,
+    locate,
+    weights_paths,
+)
 from streamfuse.priors.worker import Offer, PriorWorker, RefreshPolicy, thumbnail
 from streamfuse.thermal import ir_to_u8
 
-MODES = sorted(set(FUSION_MODES) - NEEDS_WEIGHTS)  # the modes built from default settings
+READY = sorted(set(MODES) - NEEDS_WEIGHTS)  # the modes built from default settings
 #: The modes that fuse the grey IR into the visible luma (the others colour the IR).
 LUMA_MODES = ("pyramid", "lite")
 #: An open_clip ViT small enough to build and run in milliseconds: same factory, same blocks.
@@ -105,7 +115,7 @@ def _ir_only(mode: str, ir: np.ndarray, palette: str) -> np.ndarray:
     return cv2.cvtColor(ir8, cv2.COLOR_GRAY2BGR) if mode in LUMA_MODES else apply_palette(ir8, palette)
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", READY)
 def test_region_the_prior_marks_gets_more_thermal_weight(mode):
     ir, vis, emphasis, (marked, unmarked) = _two_targets()
     cfg = FusionConfig(mode=mode, palette="white-hot", strength=0.4)
@@ -126,7 +136,7 @@ def test_region_the_prior_marks_gets_more_thermal_weight(mode):
     assert np.abs(steered[unmarked].astype(int) - plain[unmarked].astype(int)).mean() < 1.5
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", READY)
 def test_without_a_prior_the_output_is_the_classical_one_and_zero_emphasis_changes_little(mode):
     ir, vis, emphasis, _ = _two_targets()
     cfg = FusionConfig(mode=mode)
@@ -360,8 +370,8 @@ def test_tags_resolve_to_hub_repos_like_open_clip_and_timm_do():
 
 
 def test_a_tag_in_the_hub_cache_loads_and_a_missing_one_names_the_fetch_command(tmp_path):
-    from safetensors.torch import save_file
     import timm
+    from safetensors.torch import save_file
 
     source = timm.create_model("test_vit", num_classes=0)
     state = {k: v.contiguous() for k, v in source.state_dict().items()}

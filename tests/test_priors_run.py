@@ -17,14 +17,14 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-
 from helpers import REPO, read_video, streamfuse
+from test_priors import fake_hub_cache, tiny_clip_file, tiny_config
+
 from streamfuse.errors import RuntimeFailure
 from streamfuse.pipeline import run
 from streamfuse.priors import ClipConfig, DinoConfig, Prior, PriorConfig
 from streamfuse.rig import load_rig
 from streamfuse.sinks import Mp4SinkConfig, NullSinkConfig
-from test_priors import fake_hub_cache, tiny_clip_file, tiny_config
 
 
 def demo_rig(priors: PriorConfig | None, pace: str = "realtime", sinks=()):

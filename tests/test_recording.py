@@ -16,15 +16,21 @@ from datetime import datetime
 import av
 import numpy as np
 import pytest
+from helpers import REPO, free_port, get, write_demo_rig
 
-from helpers import REPO, free_port, get, read_video, write_demo_rig
-from streamfuse import recording
 from streamfuse.capture import open_sources
 from streamfuse.errors import RuntimeFailure, UsageError
 from streamfuse.pipeline import run
-from streamfuse.recording import HW_ENCODERS, choose_encoder, prune_segments, segment_path
 from streamfuse.rig import load_rig
-from streamfuse.sinks import MonitorSinkConfig, Mp4SinkConfig, NullSinkConfig
+from streamfuse.sinks import (
+    MonitorSinkConfig,
+    Mp4SinkConfig,
+    NullSinkConfig,
+    containers,
+)
+from streamfuse.sinks import mp4 as recording
+from streamfuse.sinks.containers import HW_ENCODERS, choose_encoder
+from streamfuse.sinks.mp4 import prune_segments, segment_path
 
 
 def _decode(path):
@@ -81,7 +87,7 @@ def _assert_no_hole(pts):
 def _failing_writes(monkeypatch, budget: int):
     """A disk that fills up: it takes `budget` bytes, the write that crosses that writes
     what fits and fails with ENOSPC, as write(2) does, and so does every write after it."""
-    original = recording._Output._write_at
+    original = containers.CommittedOutput._write_at
     used = [0]
 
     def write_at(self, offset, data):
@@ -93,7 +99,7 @@ def _failing_writes(monkeypatch, budget: int):
         used[0] += len(data)
         original(self, offset, data)
 
-    monkeypatch.setattr(recording._Output, "_write_at", write_at)
+    monkeypatch.setattr(containers.CommittedOutput, "_write_at", write_at)
 
 
 def test_a_full_disk_stops_only_the_recording(tmp_path, monkeypatch):

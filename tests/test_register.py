@@ -4,14 +4,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-
 from helpers import REPO, streamfuse
+
 from streamfuse.capture.scene import DEMO_H_VIS_FROM_IR, SyntheticScene
 from streamfuse.errors import RigError
-from streamfuse.geometry import ParallaxModel, apply_homography, corner_rms
-from streamfuse.register import (Calibration, RegistrationConfig, Registrar, gpu_problem, load_calibration,
-                                 resolve_backend, warp_ir_to_vis)
-from streamfuse.register_gpu import DeviceWarper
+from streamfuse.register.calibration import Calibration, load_calibration
+from streamfuse.register.geometry import ParallaxModel, apply_homography, corner_rms
+from streamfuse.register.gpu import DeviceWarper
+from streamfuse.register.registrar import (
+    Registrar,
+    RegistrationConfig,
+    gpu_problem,
+    resolve_backend,
+    warp_ir_to_vis,
+)
 
 IR_SIZE, VIS_SIZE = (640, 512), (640, 480)
 

@@ -8,13 +8,16 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the spg fusion mode needs the `learn` extra (torch)")
 
+from streamfuse.bench import models as bench  # noqa: E402
+from streamfuse.cli import main  # noqa: E402
 from streamfuse.errors import UsageError  # noqa: E402
 from streamfuse.fuse import NEEDS_WEIGHTS, FusionConfig, make_fuser  # noqa: E402
 from streamfuse.fuse.spg import MULTIPLE, SPGFuser, pad_to_multiple  # noqa: E402
-from streamfuse.models import bench, spg  # noqa: E402
+from streamfuse.models import spg  # noqa: E402
 from streamfuse.priors import Prior  # noqa: E402
 from streamfuse.priors.prior import BLEND_FRAMES  # noqa: E402
 from streamfuse.thermal import ir_to_u8  # noqa: E402
+from streamfuse.train import objectives  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 #: Largest mean difference (grey levels) between a bf16 CUDA frame and the fp32 reference.
@@ -182,7 +185,7 @@ def test_spg_losses_are_finite_and_decrease():
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     totals = []
     for _ in range(8):
-        terms = spg.spg_losses(net, batch)
+        terms = objectives.spg_losses(net, batch)
         assert set(terms) == {"ssim", "gradient", "intensity", "colour", "consistency", "temporal"}
         assert all(t.ndim == 0 and torch.isfinite(t) for t in terms.values())
         total = sum(terms.values())
@@ -197,13 +200,13 @@ def test_spg_losses_train_the_modulation_when_priors_are_given():
     torch.manual_seed(0)
     net = spg.build_net()
     prior = torch.rand(2, spg.PRIOR_CHANNELS, 4, 4)
-    sum(spg.spg_losses(net, _batch(), prior).values()).backward()
+    sum(objectives.spg_losses(net, _batch(), prior).values()).backward()
     assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in net.mod_ir.heads)
     net.zero_grad(set_to_none=True)
-    sum(spg.spg_losses(net, _batch(), (prior, prior.flip(1))).values()).backward()
+    sum(objectives.spg_losses(net, _batch(), (prior, prior.flip(1))).values()).backward()
     assert net.mod_vis.heads[0].weight.grad.abs().sum() > 0
     net.zero_grad(set_to_none=True)
-    sum(spg.spg_losses(net, _batch()).values()).backward()
+    sum(objectives.spg_losses(net, _batch()).values()).backward()
     assert net.mod_ir.heads[0].weight.grad is None  # no prior, no modulation
 
 
@@ -226,8 +229,8 @@ def test_bench_prints_a_line_per_item_with_numbers():
 
 
 def test_bench_command_line(capsys):
-    assert bench.main(["--size", "80x64", "--frames", "1"]) == 0
+    assert main(["bench-models", "--size", "80x64", "--frames", "1"]) == 0
     assert len(capsys.readouterr().out.splitlines()) == 5
     with pytest.raises(SystemExit):
-        bench.main(["--size", "81x64"])
+        main(["bench-models", "--size", "81x64"])
     assert "multiples of 8" in capsys.readouterr().err

@@ -24,7 +24,12 @@ import cv2
 import numpy as np
 
 from streamfuse.errors import UsageError
-from streamfuse.geometry import apply_homography, fit_homography, homography_problem, residuals
+from streamfuse.register.geometry import (
+    apply_homography,
+    fit_homography,
+    homography_problem,
+    residuals,
+)
 
 PATTERN_KINDS = ("chessboard", "circles", "acircles")
 #: A view is rejected when its RMS error against the other views' fit exceeds this many times

@@ -26,7 +26,12 @@ import numpy as np
 import yaml
 
 from streamfuse.errors import UsageError
-from streamfuse.geometry import fit_homography, homography_problem, normalized, points_problem
+from streamfuse.register.geometry import (
+    fit_homography,
+    homography_problem,
+    normalized,
+    points_problem,
+)
 
 #: Pairs from which on one wrong pair is looked for, and how far (visible px) it must be off.
 RANSAC_FROM, RANSAC_PX = 8, 3.0

@@ -23,12 +23,17 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamfuse.calibrate import targetfree
 from streamfuse.calibrate.board import Pattern, detect, find_views, fit_views
 from streamfuse.calibrate.synthetic import synthetic_pairs
 from streamfuse.capture.scene import SyntheticScene
 from streamfuse.capture.synthetic import synthetic_H_vis_from_ir
-from streamfuse.geometry import apply_homography, corner_rms, frame_corners, scaling
+from streamfuse.register import targetfree
+from streamfuse.register.geometry import (
+    apply_homography,
+    corner_rms,
+    frame_corners,
+    scaling,
+)
 
 IR_SIZE, VIS_SIZE = (640, 512), (640, 480)
 #: Least confidence counted as a success in the shared-data figures (the CLI's default).
@@ -98,7 +103,7 @@ def fullframe_error(folder: Path, name: str) -> tuple[float, float]:
 def warp_ms(backend: str, vis_size: tuple[int, int], repeats: int = 200) -> float:
     """Median milliseconds to warp one 640x512 16-bit IR frame into `vis_size`, as the main
     loop does (GPU: upload, warp and download included)."""
-    from streamfuse.register import Registrar
+    from streamfuse.register.registrar import Registrar
 
     H = scaling(vis_size[0] / IR_SIZE[0], vis_size[1] / IR_SIZE[1]) @ synthetic_H_vis_from_ir(IR_SIZE, IR_SIZE)
     registrar = Registrar(H, IR_SIZE, vis_size, backend=backend)
@@ -178,7 +183,7 @@ def _shared_lines(data: Path) -> list[str]:
 
 
 def _timing_lines() -> list[str]:
-    from streamfuse.register import gpu_problem
+    from streamfuse.register.registrar import gpu_problem
 
     lines = [f"warp of a 640x512 16-bit IR frame, median of 200 ({os.cpu_count()} CPU cores)"]
     problem = gpu_problem()

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from streamfuse.calibrate.board import Pattern
-from streamfuse.geometry import apply_homography
+from streamfuse.register.geometry import apply_homography
 
 #: Board resolution: pixels per square of the drawn board.
 SQUARE_PX = 32

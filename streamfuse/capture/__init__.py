@@ -8,7 +8,12 @@ from __future__ import annotations
 from streamfuse.capture.base import CaptureThread, Source
 from streamfuse.capture.network import NetworkConfig, NetworkSource
 from streamfuse.capture.replay import ReplayConfig, open_replay
-from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig, SyntheticSource, make_scene
+from streamfuse.capture.synthetic import (
+    SceneConfig,
+    SyntheticConfig,
+    SyntheticSource,
+    make_scene,
+)
 from streamfuse.capture.uvc import UvcConfig, UvcSource
 
 SOURCE_TYPES = {"synthetic": SyntheticConfig, "replay": ReplayConfig, "uvc": UvcConfig, "network": NetworkConfig}

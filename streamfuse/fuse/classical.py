@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from streamfuse.fuse import Fuser, check_inputs
+from streamfuse.fuse.base import Fuser, check_inputs
 from streamfuse.fuse.palettes import apply_palette
 from streamfuse.priors.prior import EmphasisTrack, upsample
 from streamfuse.thermal import ir_to_u8

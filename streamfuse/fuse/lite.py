@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from streamfuse.errors import UsageError
-from streamfuse.fuse import Fuser, check_inputs
+from streamfuse.fuse.base import Fuser, check_inputs
 from streamfuse.fuse.classical import on_luma
 from streamfuse.models import lite
 from streamfuse.priors.prior import EmphasisTrack
@@ -32,7 +32,7 @@ def load_net(path: Path = WEIGHTS):
     except ImportError:
         raise UsageError("fusion mode lite: needs torch (a dependency of streamfuse: pip install torch), "
                          "or choose a classical mode, e.g. --mode pyramid") from None
-    from streamfuse.models import load_state
+    from streamfuse.fuse.weights import load_state
 
     hint = f"reinstall streamfuse, or make one with `streamfuse train --out {path}`"
     return load_state(lite.build_net(), path, "lite", hint).eval()

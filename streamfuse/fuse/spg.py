@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from streamfuse.errors import UsageError
-from streamfuse.fuse import Fuser, check_inputs
+from streamfuse.fuse.base import Fuser, check_inputs
 from streamfuse.priors.prior import PriorTrack
 from streamfuse.thermal import ir_to_u8
 
@@ -50,7 +50,7 @@ def load_net(path: Path | None, device: str = "cpu"):
         raise UsageError(f"fusion mode spg: no weights file (fusion.weights is not set); {_TRAIN_HINT}")
     if device == "cuda" and not torch.cuda.is_available():
         raise UsageError("fusion.device: cuda, but torch sees no CUDA device here; set `fusion.device: cpu`")
-    from streamfuse.models import load_state
+    from streamfuse.fuse.weights import load_state
 
     return load_state(spg.build_net(), path, "spg", _TRAIN_HINT).to(device).eval()
 

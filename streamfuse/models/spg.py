@@ -15,12 +15,12 @@ once per prior refresh and passes the result to every `forward` until the next r
 modulation is off and the network still fuses.
 
 Colour order: the visible input and the fused output are BGR (OpenCV's order, and the order of
-`streamfuse.train.sample`); the weights learn whichever order they are trained in, so training
+`streamfuse.train.loop.sample`); the weights learn whichever order they are trained in, so training
 and fusion must agree, and both use BGR.
 
 Beside the network: `prior_maps` (a `priors.Prior` -> the P prior channels per modality, the
-preprocessing that travels with the weights), `build_net` and `spg_losses` (what
-`streamfuse train --model spg` calls).
+preprocessing that travels with the weights) and `build_net`. Its losses are in
+`streamfuse.train.objectives`.
 """
 from __future__ import annotations
 
@@ -30,21 +30,13 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Channels per scale (full, 1/2, 1/4, 1/8). Chosen for 60 fps at 640x512 in bf16 on one H100
-#: (not yet measured on a GPU: `python -m streamfuse.models.bench --device cuda`).
+#: (not yet measured on a GPU: `python -m streamfuse.bench.models --device cuda`).
 WIDTHS = (16, 32, 64, 96)
 #: Prior channels per modality, in the order `prior_maps` stacks them.
 PRIOR_CHANNELS = 4
 #: Distinctiveness is stretched over at least this much cosine distance (as the extractor's
 #: objectness), so a frame of one meaning does not turn feature noise into full contrast.
 _MIN_SPREAD = 0.05
-
-#: Loss weights (spg_losses). Sobel gradients (/4) and luma differences are small numbers, so
-#: their terms are scaled up to weigh about as much as the SSIM term at the start of training.
-GRAD_W = 10.0
-INTENSITY_W = 0.5
-COLOUR_W = 2.0
-CONSISTENCY_W = 1.0
-TEMPORAL_W = 4.0
 
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
@@ -215,55 +207,3 @@ def _on_grid(a, shape: tuple[int, int]) -> np.ndarray:
 
     a = np.asarray(a, dtype=np.float32)
     return a if a.shape == shape else cv2.resize(a, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-
-
-# --- training -------------------------------------------------------------------------------
-
-
-def spg_losses(net: SPGFusionNet, batch: torch.Tensor, prior=None) -> dict[str, torch.Tensor]:
-    """The weighted loss terms of one training batch; their sum is what to minimise.
-
-    Args:
-        net: the network (train mode).
-        batch: B x 2 (frames t, t+1) x 4 (IR luma, visible B, G, R) x H x W float in 0..1,
-            the layout of `streamfuse.train.sample`.
-        prior: optional prior maps for frame t and t+1 alike: a (B,P,h,w) tensor for both
-            modalities or a pair (IR maps, visible maps); the modulation then gets gradients.
-
-    Terms, on the fused luma f of frame t, with a the IR and b the visible luma:
-        ssim         1 - (SSIM(f, a) + SSIM(f, b)) / 2
-        gradient     | |grad f| - max(|grad a|, |grad b|) |            the stronger edge (x GRAD_W)
-        intensity    | f - max(a, b) |                                 SPGFusion's maximum intensity
-        colour       | chroma(fused) - chroma(visible) |               the visible colours (x COLOUR_W)
-        consistency  | flip net(flip x) - net(x) |                     flip equivariance
-        temporal     relu(|f1 - f0| - max(|a1 - a0|, |b1 - b0|))       no change the sources lack
-    """
-    from streamfuse import losses as L
-
-    n, _, _, h, w = batch.shape
-    ir = torch.cat([batch[:, 0, :1], batch[:, 1, :1], batch[:, 0, :1].flip(-1)])
-    vis = torch.cat([batch[:, 0, 1:4], batch[:, 1, 1:4], batch[:, 0, 1:4].flip(-1)])
-    # One forward over frame t, frame t+1 and the mirrored frame t: three views, one pass.
-    out = net(ir, vis, _batch_modulation(net, prior, h, w))
-    fused0, fused1, mirrored = out[:n], out[n:2 * n], out[2 * n:].flip(-1)
-    f0, f1 = L.luma(fused0), L.luma(fused1)
-    a0, a1 = batch[:, 0, :1], batch[:, 1, :1]
-    b0, b1 = L.luma(batch[:, 0, 1:4]), L.luma(batch[:, 1, 1:4])
-    source_change = torch.maximum((a1 - a0).abs(), (b1 - b0).abs())
-    return {
-        "ssim": 1.0 - 0.5 * (L.ssim(f0, a0) + L.ssim(f0, b0)),
-        "gradient": GRAD_W * (L.gradient(f0) - torch.maximum(L.gradient(a0), L.gradient(b0))).abs().mean(),
-        "intensity": INTENSITY_W * (f0 - torch.maximum(a0, b0)).abs().mean(),
-        "colour": COLOUR_W * (L.chroma(fused0) - L.chroma(batch[:, 0, 1:4])).abs().mean(),
-        "consistency": CONSISTENCY_W * (mirrored - fused0).abs().mean(),
-        "temporal": TEMPORAL_W * torch.relu((f1 - f0).abs() - source_change).mean(),
-    }
-
-
-def _batch_modulation(net: SPGFusionNet, prior, height: int, width: int):
-    """The modulation for spg_losses' three views (t, t+1, mirrored t); None without a prior."""
-    if prior is None:
-        return None
-    p_ir, p_vis = prior if isinstance(prior, (tuple, list)) else (prior, prior)
-    three = lambda p: torch.cat([p, p, p.flip(-1)])  # noqa: E731
-    return net.modulation(three(p_ir), three(p_vis), height, width)

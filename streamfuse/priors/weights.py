@@ -22,7 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamfuse.errors import UsageError
-from streamfuse.priors.config import RANDOM, ClipConfig, DinoConfig, PriorConfig, is_file_ref
+from streamfuse.priors.config import (
+    RANDOM,
+    ClipConfig,
+    DinoConfig,
+    PriorConfig,
+    is_file_ref,
+)
 
 #: Files a hub repo may keep the weights in, preferred first (safetensors loads without pickle).
 CLIP_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")

@@ -1,0 +1,110 @@
+"""The benchmark commands: `bench` (throughput beside the I/O floor), `bench-models` (the learned
+fusion per frame), `bench-viewers` (does watching slow the pipeline) and `bench-priors` (what
+semantic priors cost). Each prints numbers; the measuring is in `streamfuse.bench`."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from streamfuse.cli.args import positive_float, positive_int
+from streamfuse.errors import UsageError
+from streamfuse.fuse import MODES, NEEDS_WEIGHTS
+
+#: The shipped rigs, for the benchmarks' default rig.
+RIGS = Path(__file__).resolve().parents[2] / "rigs"
+
+
+def add_parsers(sub) -> None:
+    ready = ",".join(m for m in MODES if m not in NEEDS_WEIGHTS)  # no weights file needed
+    b = sub.add_parser("bench", help="throughput and per-stage timings beside the I/O floor")
+    b.add_argument("rig", type=Path)
+    b.add_argument("--frames", type=positive_int, default=300, metavar="N", help="fused frames per run (300)")
+    b.add_argument("--modes", default=ready, help=f"comma-separated modes (default: {ready})")
+    b.add_argument("--rounds", type=positive_int, default=3, metavar="R",
+                   help="interleaved rounds; each run reports its fastest (3)")
+    b.set_defaults(handler=_cmd_bench)
+
+    from streamfuse.bench.models import LITE_MIN_FRAMES
+
+    m = sub.add_parser("bench-models", help="time the learned fusion per frame: lite, the spg network",
+                       description="What the learned fusion costs per frame (lite, the spg network).")
+    m.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where spg runs (cpu)")
+    m.add_argument("--size", type=_model_size, default=(640, 512), metavar="WxH", help="frame size (640x512)")
+    m.add_argument("--frames", type=positive_int, default=10, metavar="N",
+                   help=f"timed frames per item (10; lite at least {LITE_MIN_FRAMES})")
+    m.set_defaults(handler=_cmd_bench_models)
+
+    v = sub.add_parser("bench-viewers", help="frame rate with and without browser viewers and a slow sink")
+    v.add_argument("rig", nargs="?", type=Path, default=RIGS / "demo.yaml", help="rig file (rigs/demo.yaml)")
+    v.add_argument("--seconds", type=positive_float, default=5.0, help="measured seconds per run (5)")
+    v.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (3)")
+    v.set_defaults(handler=_cmd_bench_viewers)
+
+    p = sub.add_parser("bench-priors", help="what semantic priors cost, alone and inside a running rig")
+    p.add_argument("--rig", type=Path, default=RIGS / "bench.yaml", help="rig of the pipeline runs (rigs/bench.yaml)")
+    p.add_argument("--configs", default="default,small,small-160", help="comma-separated prior configurations")
+    p.add_argument("--seconds", type=positive_float, default=20.0, help="length of each pipeline run (20)")
+    p.add_argument("--paces", default="realtime,fast")
+    p.add_argument("--threads", type=positive_int, default=2, help="worker threads in the pipeline runs (2)")
+    p.add_argument("--nice", type=int, default=10, help="worker niceness in the pipeline runs (10)")
+    p.add_argument("--rounds", type=positive_int, default=2, help="interleaved rounds; each run keeps its fastest (2)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the models run (cpu)")
+    p.add_argument("--no-cost", action="store_true", help="skip the refresh cost table")
+    p.add_argument("--no-pipeline", action="store_true", help="skip the pipeline runs")
+    p.set_defaults(handler=_cmd_bench_priors)
+
+
+def _model_size(text: str) -> tuple[int, int]:
+    w, sep, h = text.lower().partition("x")
+    if not (sep and w.isdigit() and h.isdigit()) or int(w) < 32 or int(h) < 32 or int(w) % 8 or int(h) % 8:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, multiples of 8 and at least 32, e.g. 640x512; "
+                                         f"got {text!r}")
+    return int(w), int(h)
+
+
+def _cmd_bench(args) -> int:
+    from streamfuse.bench.throughput import bench
+    from streamfuse.rig import load_rig
+
+    rig = load_rig(args.rig)
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes:
+        raise UsageError("--modes: name at least one fusion mode")
+    for mode in modes:
+        rig.with_mode(mode)  # validates the name before any run starts
+    print(bench(rig, modes, args.frames, args.rounds))
+    return 0
+
+
+def _cmd_bench_models(args) -> int:
+    try:
+        import torch
+    except ImportError:
+        raise UsageError("bench-models: needs torch (a dependency of streamfuse: pip install torch)") from None
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UsageError("bench-models: --device cuda, but torch sees no CUDA device here; use --device cpu")
+    from streamfuse.bench.models import bench
+
+    bench(args.size, args.frames, args.device)
+    return 0
+
+
+def _cmd_bench_viewers(args) -> int:
+    from streamfuse.bench.viewers import report
+    from streamfuse.rig import load_rig
+
+    report(load_rig(args.rig), args.seconds, args.rounds)
+    return 0
+
+
+def _cmd_bench_priors(args) -> int:
+    from streamfuse.bench.priors import CONFIGS, report
+    from streamfuse.rig import load_rig
+
+    configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown or not configs:
+        raise UsageError(f"--configs: unknown {', '.join(unknown) or '(none given)'}; expected some of "
+                         f"{', '.join(CONFIGS)}")
+    report(None if args.no_pipeline else load_rig(args.rig), configs, args)
+    return 0

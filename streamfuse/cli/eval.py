@@ -1,0 +1,155 @@
+"""`streamfuse eval`: the standard fusion measures over folders of pairs, flicker over clips.
+
+The scoring is `streamfuse.quality.evaluate`; this module turns arguments into methods and
+prints and writes what it returns.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+
+from streamfuse.errors import UsageError
+from streamfuse.fuse import MODES, NEEDS_WEIGHTS, FusionConfig
+from streamfuse.quality.evaluate import (
+    POOLED,
+    Method,
+    Pair,
+    clip_flicker,
+    find_groups,
+    folder_method,
+    format_flicker,
+    format_table,
+    json_number,
+    load_pair,
+    mode_method,
+    score_pairs,
+    summarize,
+    write_scores,
+)
+
+
+def add_parser(sub) -> None:
+    """The `eval` subcommand, registered on the CLI's subparsers."""
+    modes = ", ".join(MODES)
+    e = sub.add_parser(
+        "eval", help="standard fusion measures over folders of pairs; flicker over clips",
+        description="Score fusion modes and/or folders of fused images on registered IR/visible pairs "
+                    "with EN, SD, SF, AG, MI, SCD, VIF, Qabf, SSIM (conventions in README.md), beside the "
+                    "sources passed off as the result; or measure the flicker of fused clips (--video).")
+    e.add_argument("pairs", type=Path, nargs="*", metavar="PAIRS",
+                   help="a set (ir/ + vis/ folders, pairs matched by name) or a folder of sets")
+    e.add_argument("--video", type=Path, nargs="+", default=[], metavar="CLIP",
+                   help="clips (ir/ + vis/ folders of frames in name order) or folders of clips")
+    e.add_argument("--modes", metavar="A,B",
+                   help=f"fusion modes to score ({modes}); default: all, or none when --fused is given")
+    e.add_argument("--fused", action="append", default=[], metavar="[LABEL=]DIR",
+                   help="a folder of fused images named like the pairs (DIR/<set>/NAME.png for several "
+                        "sets); repeatable")
+    e.add_argument("--palette", default="ironbow", help="IR palette of the modes that colour it (ironbow)")
+    e.add_argument("-o", "--out", type=Path, default=Path("eval-results"),
+                   help="folder for scores.csv, summary.json, montage.png, bars/*.png, flicker.json "
+                        "(default: eval-results)")
+    e.add_argument("--montage", type=int, default=6, metavar="N", help="pairs in the montage (6; 0 for none)")
+    e.set_defaults(handler=run_eval)
+
+
+def run_eval(args) -> int:
+    """The `eval` command: tables on stdout, files in --out."""
+    from streamfuse.quality.figures import bar_charts, montage
+
+    if not args.pairs and not args.video:
+        raise UsageError("eval: give folders of pairs, or --video CLIP")
+    if args.montage < 0:
+        raise UsageError(f"--montage: expected 0 or more pairs, got {args.montage}")
+    fused_dirs = [_parse_fused(text) for text in args.fused]
+    modes = _parse_modes(args.modes, args.palette, default_all=not fused_dirs)
+    pair_groups = _merge([find_groups(root) for root in args.pairs])
+    clip_groups = _merge([find_groups(root) for root in args.video])
+    _make_folder(args.out)
+
+    def methods(groups: Sequence[str], video: bool = False) -> dict[str, Method]:
+        made = {mode: mode_method(mode, args.palette, video=video) for mode in modes}
+        made.update({label: folder_method(folder, groups) for label, folder in fused_dirs})
+        return made
+
+    if pair_groups:
+        pairs = [p for ps in pair_groups.values() for p in ps]
+        chosen = methods(list(pair_groups))
+        scores = score_pairs(pairs, chosen, on_pair=_progress(len(pairs)))
+        summary = summarize(scores)
+        groups = list(pair_groups) + ([POOLED] if len(pair_groups) > 1 else [])
+        print("\n\n".join(format_table(summary, g) for g in groups))
+        write_scores(scores, summary, args.out)
+        bar_charts(summary, groups, args.out / "bars")
+        if args.montage and chosen:
+            cv2.imwrite(str(args.out / "montage.png"), montage(_spread(pair_groups, args.montage), chosen, load_pair))
+    if clip_groups:
+        results = {clip: clip_flicker(frames, methods([clip], video=True)) for clip, frames in clip_groups.items()}
+        print(("\n\n" if pair_groups else "") + format_flicker(results))
+        rows = {clip: {label: json_number(v) for label, v in values.items()} for clip, values in results.items()}
+        (args.out / "flicker.json").write_text(json.dumps(rows, indent=1) + "\n")
+    print(f"\nwrote {args.out}/")
+    return 0
+
+
+def _parse_fused(text: str) -> tuple[str, Path]:
+    label, sep, folder = text.rpartition("=")
+    path = Path(folder)
+    return (label if sep and label else path.resolve().name), path
+
+
+def _parse_modes(text: str | None, palette: str, *, default_all: bool) -> list[str]:
+    """The --modes list, each name and the palette checked before any work starts."""
+    modes = [m for m in MODES if m not in NEEDS_WEIGHTS] if text is None and default_all else [
+        m.strip() for m in (text or "").split(",") if m.strip()]
+    if text is not None and not modes:
+        raise UsageError(f"--modes: name at least one of {', '.join(MODES)}")
+    for mode in modes:
+        try:
+            FusionConfig(mode=mode, palette=palette)
+        except ValueError as exc:
+            field, _, message = str(exc).partition(":")
+            raise UsageError(f"--{'modes' if field == 'mode' else field}: {message.strip()}") from None
+    return modes
+
+
+def _merge(found: list[dict[str, list[Pair]]]) -> dict[str, list[Pair]]:
+    merged: dict[str, list[Pair]] = {}
+    for groups in found:
+        for name, pairs in groups.items():
+            if name in merged:
+                raise UsageError(f"two sets named {name}; evaluate them in separate runs")
+            merged[name] = pairs
+    return merged
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        (folder / "bars").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--out {folder}: cannot create it ({exc.strerror or exc})") from None
+
+
+def _spread(groups: dict[str, list[Pair]], count: int) -> list[Pair]:
+    """`count` pairs taken round-robin over the groups (first of each, then second, ...)."""
+    chosen: list[Pair] = []
+    for rank in range(max(len(ps) for ps in groups.values())):
+        chosen += [ps[rank] for ps in groups.values() if rank < len(ps)]
+    return chosen[:count]
+
+
+def _progress(total: int) -> Callable[[int, Pair], None]:
+    start = time.monotonic()
+
+    def report(index: int, pair: Pair) -> None:
+        if sys.stderr.isatty():
+            end = "\n" if index + 1 == total else ""
+            print(f"\rscoring {index + 1}/{total} pairs ({pair.group}) {time.monotonic() - start:.0f} s",
+                  end=end, file=sys.stderr, flush=True)
+
+    return report

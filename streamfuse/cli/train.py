@@ -1,0 +1,69 @@
+"""`streamfuse train`: train a fusion mode's network (the loop is `streamfuse.train.loop`)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from streamfuse.errors import UsageError
+from streamfuse.fuse import TRAINABLE
+from streamfuse.train.loop import TrainConfig
+
+#: Numbers the command takes, each a TrainConfig field (whose default is the one default):
+#: field -> (metavar, help).
+_NUMBERS = {
+    "synthetic": ("N", "synthetic scenes, half by night"),
+    "steps": ("N", "optimiser steps in all"),
+    "batch": ("N", "crops per step"),
+    "lr": ("LR", "Adam learning rate"),
+    "seed": ("N", "random seed"),
+    "every": ("N", "checkpoint every N steps"),
+}
+
+
+def add_parser(sub) -> None:
+    """The `train` subcommand, registered on the CLI's subparsers."""
+    defaults = TrainConfig()
+    t = sub.add_parser("train", help="train a fusion network (lite or spg) on clips and synthetic scenes",
+                       description="Train the `lite` (or `spg`) fusion mode's network. Use only data you may "
+                                   "train on; folders of evaluation pairs are refused. Ctrl-C or a crash loses "
+                                   "at most --every steps: run again with --resume.")
+    t.add_argument("--model", choices=sorted(TRAINABLE), default=defaults.model,
+                   help="network to train: lite (real time on the CPU) or spg (prior-guided, for a GPU) "
+                        f"({defaults.model})")
+    t.add_argument("--clipfusion", type=Path, metavar="RIG",
+                   help="add CLIPFusion's learned-prompt loss with the CLIP of RIG's priors section "
+                        "(pretrained weights needed: `streamfuse models fetch RIG`)")
+    t.add_argument("--clips", type=Path, nargs="*", default=[], metavar="DIR",
+                   help="clips (ir/ + vis/ folders of registered frames) or folders of clips")
+    for name, (metavar, text) in _NUMBERS.items():
+        default = getattr(defaults, name)
+        t.add_argument(f"--{name}", type=type(default), default=default, metavar=metavar, help=f"{text} ({default:g})")
+    t.add_argument("--checkpoint", type=Path, default=Path("lite-checkpoint.pt"),
+                   help="checkpoint file (lite-checkpoint.pt)")
+    t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    t.add_argument("--out", type=Path, default=Path("lite.pt"), help="weights file to write (lite.pt)")
+    t.add_argument("--quiet", action="store_true", help="no progress line")
+    t.set_defaults(handler=run_train)
+
+
+def run_train(args) -> int:
+    """The `train` command."""
+    try:
+        cfg = TrainConfig(model=args.model, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+                                                if f.name in _NUMBERS})
+    except ValueError as exc:
+        raise UsageError(f"train: --{exc}") from None
+    if args.clipfusion is not None and cfg.model != "lite":
+        raise UsageError("train: --clipfusion works with --model lite (the CLIP loss reads the fused luma)")
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UsageError("train: needs torch (a dependency of streamfuse: pip install torch)") from None
+    from streamfuse.train.data import load_clips, synthetic_clips
+    from streamfuse.train.loop import train
+
+    clips = load_clips(args.clips) + synthetic_clips(cfg.synthetic, cfg.seed)
+    last = train(cfg, clips, args.out, args.checkpoint, resume=args.resume, progress=not args.quiet,
+                 clip_rig=args.clipfusion)
+    print(f"wrote {args.out} ({cfg.steps} steps; last loss {last.get('total', float('nan')):.4f})")
+    return 0

@@ -1,0 +1,106 @@
+"""Sink configs: one typed dataclass per sink type (rig `sinks: - type: ...`), unknown keys rejected on load."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from streamfuse.config import check_range
+from streamfuse.queues import Policy
+
+
+@dataclass(frozen=True)
+class Mp4SinkConfig:
+    """An H.264 MP4 recording (rig `sinks: - type: mp4`)."""
+
+    path: Path
+    type: Literal["mp4"] = "mp4"
+    #: auto: a hardware H.264 encoder if one opens (h264_nvenc, h264_v4l2m2m), else libx264.
+    codec: Literal["auto", "libx264", "h264_nvenc", "h264_v4l2m2m"] = "auto"
+    #: libx264 speed/size trade-off: ultrafast ... medium.
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    #: Constant rate factor: 0 lossless, 18 visually lossless, 23 default, 28 small.
+    crf: int = 23
+    #: Seconds between keyframes = length of each fragment of the crash-safe file: a crash
+    #: loses at most about this much of the end.
+    keyframe_s: float = 1.0
+    #: Start a new file after this many seconds of video / megabytes (None: one file).
+    segment_s: float | None = None
+    segment_mb: float | None = None
+    #: Keep only the newest N segment files of this recording, deleting older ones.
+    keep: int | None = None
+    #: Also keep the raw IR frames losslessly (FFV1 in Matroska, 16 bits kept) beside it.
+    ir_archive: bool = False
+    queue: Policy = "block"
+
+    def __post_init__(self):
+        check_range("crf", self.crf, 0, 51)
+        check_range("keyframe_s", self.keyframe_s, 0.1, 10)
+        if self.segment_s is not None:
+            check_range("segment_s", self.segment_s, 1, 7 * 24 * 3600)
+        if self.segment_mb is not None:
+            check_range("segment_mb", self.segment_mb, 1, 1_000_000)
+        if self.keep is not None:
+            check_range("keep", self.keep, 1, 1_000_000)
+            if self.segment_s is None and self.segment_mb is None:
+                raise ValueError("keep: only applies to segments; set segment_s or segment_mb too")
+
+
+@dataclass(frozen=True)
+class NullSinkConfig:
+    """Discards frames; for benchmarks and dry runs (rig `sinks: - type: "null"`)."""
+
+    type: Literal["null"] = "null"
+    #: Time each frame takes (ms): a stand-in for a slow viewer or disk in tests and benchmarks.
+    delay_ms: float = 0.0
+    queue: Policy = "drop_oldest"
+
+    def __post_init__(self):
+        check_range("delay_ms", self.delay_ms, 0, 60_000)
+
+
+@dataclass(frozen=True)
+class DisplaySinkConfig:
+    """A window on the rig's own screen, with an overlay and keys (rig `sinks: - type: display`)."""
+
+    type: Literal["display"] = "display"
+    title: str = "streamfuse"
+    #: Window size relative to the video (0.25..4).
+    scale: float = 1.0
+    #: Show fps, latency, skew, drops and mode over the picture (key `o` toggles it).
+    overlay: bool = True
+    queue: Policy = "drop_oldest"
+
+    def __post_init__(self):
+        check_range("scale", self.scale, 0.25, 4)
+
+
+@dataclass(frozen=True)
+class MonitorSinkConfig:
+    """The browser monitor: live picture, statistics, controls, /metrics (rig `type: monitor`)."""
+
+    type: Literal["monitor"] = "monitor"
+    #: Address to listen on; anything but loopback (127.x, ::1, localhost) needs a token.
+    host: str = "127.0.0.1"
+    #: 0 picks a free port.
+    port: int = 8080
+    #: Access token; better given as the STREAMFUSE_TOKEN environment variable or --token.
+    token: str | None = None
+    #: Most pictures per second sent to browsers (JPEG encoding costs CPU).
+    max_fps: float = 15.0
+    jpeg_quality: int = 80
+    queue: Policy = "drop_oldest"
+
+    def __post_init__(self):
+        check_range("port", self.port, 0, 65535)
+        check_range("max_fps", self.max_fps, 0.5, 120)
+        check_range("jpeg_quality", self.jpeg_quality, 10, 100)
+        if self.token is not None and len(self.token) < 8:
+            raise ValueError("token: expected at least 8 characters")
+
+
+SINK_TYPES = {"mp4": Mp4SinkConfig, "null": NullSinkConfig, "display": DisplaySinkConfig,
+              "monitor": MonitorSinkConfig}
+SinkConfig = Mp4SinkConfig | NullSinkConfig | DisplaySinkConfig | MonitorSinkConfig
+#: Sink types a viewer interacts with: a rig with one gets live controls.
+INTERACTIVE_SINKS = (DisplaySinkConfig, MonitorSinkConfig)
