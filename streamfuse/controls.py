@@ -18,20 +18,13 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
-import numpy as np
 
 from streamfuse.fuse import MODES, NEEDS_WEIGHTS, Fuser, FusionConfig, make_fuser
-from streamfuse.fuse.palettes import PALETTES, apply_palette
-from streamfuse.thermal import ir_to_u8
+from streamfuse.fuse.palettes import PALETTES
+from streamfuse.fuse.views import VIEWS
 
-#: What the output shows: the fused picture, one camera, both side by side, or the fused
-#: picture with the thermal view inset ("pip", picture in picture).
-VIEWS = ("fused", "ir", "visible", "side-by-side", "pip")
 #: Parallax distances a viewer may set, in metres (a hand-held target to the horizon).
 DISTANCE_RANGE_M = (0.3, 10_000.0)
-#: The inset of the "pip" view, as a fraction of the frame's width.
-PIP_FRACTION = 0.33
 
 
 @dataclass(frozen=True)
@@ -167,43 +160,3 @@ class LiveFusion:
             self._registrar.set_distance(settings.distance_m)
             self._distance_m = settings.distance_m
         self._applied = settings
-
-
-def render_view(view: str, fuser: Fuser, ir: np.ndarray, vis: np.ndarray) -> np.ndarray:
-    """The output picture for `view` (one of VIEWS) from a registered IR frame and a visible
-    frame (the Fuser input contract); HxWx3 BGR uint8 of the visible size."""
-    if view == "fused":
-        return fuser.fuse(ir, vis)
-    vis_bgr = vis if vis.ndim == 3 else cv2.cvtColor(vis, cv2.COLOR_GRAY2BGR)
-    if view == "visible":
-        return vis_bgr.copy()
-    thermal = apply_palette(ir_to_u8(ir), fuser.cfg.palette)
-    if view == "ir":
-        return thermal
-    if view == "side-by-side":
-        return _side_by_side(thermal, vis_bgr)
-    if view == "pip":
-        return _inset(fuser.fuse(ir, vis), thermal)
-    raise ValueError(f"view: expected one of {', '.join(VIEWS)}, got {view!r}")
-
-
-def _side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """Both images at half width, centred vertically on black, in a frame of the same size."""
-    h, w = left.shape[:2]
-    half_w, half_h = w // 2, max(1, round(h / 2))
-    out = np.zeros_like(left)
-    top = (h - half_h) // 2
-    out[top:top + half_h, :half_w] = cv2.resize(left, (half_w, half_h), interpolation=cv2.INTER_AREA)
-    out[top:top + half_h, half_w:2 * half_w] = cv2.resize(right, (half_w, half_h), interpolation=cv2.INTER_AREA)
-    return out
-
-
-def _inset(main: np.ndarray, inset: np.ndarray) -> np.ndarray:
-    """`inset` scaled to PIP_FRACTION of the width in the top-right corner of `main`, framed."""
-    h, w = main.shape[:2]
-    iw, ih = max(1, round(w * PIP_FRACTION)), max(1, round(h * PIP_FRACTION))
-    margin = max(2, w // 80)
-    x0, y0 = w - iw - margin, margin
-    main[y0:y0 + ih, x0:x0 + iw] = cv2.resize(inset, (iw, ih), interpolation=cv2.INTER_AREA)
-    cv2.rectangle(main, (x0 - 1, y0 - 1), (x0 + iw, y0 + ih), (255, 255, 255), 1)
-    return main

@@ -28,15 +28,3 @@ class SourceError(UsageError):
 
 class RuntimeFailure(StreamfuseError):
     """The pipeline ran and then failed (a corrupt video, a full disk, a dead camera)."""
-
-
-def run_module_main(main) -> None:
-    """`python -m` entry of a module with its own `main() -> int`: exits with its status, a
-    StreamfuseError printed as the CLI prints it (one line, its exit code)."""
-    import sys
-
-    try:
-        sys.exit(main())
-    except StreamfuseError as exc:
-        print(f"streamfuse: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)

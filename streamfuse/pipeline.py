@@ -1,16 +1,19 @@
-"""`run(rig)`: capture -> sync -> register -> fuse -> sinks, until a limit, the end or a stop.
+"""`run(rig)`: capture -> sync -> register -> priors -> fuse -> sinks, until a limit, the end or a stop.
 
 Threads. One capture thread per camera reads frames and hands them over through a bounded
 queue (a latest-frame slot for live sources, a blocking queue for fast replay). The main
-thread, the only one that touches registration and fusion (and so, later, the GPU), merges
-the two streams in capture-time order, pairs them, warps IR onto the visible frame, fuses
-and hands each fused frame to every sink. Each sink has its own thread and bounded queue;
-a sink that fails stops alone. With a viewer (display, monitor) the main loop also reads the
-live controls once per frame (`controls.LiveFusion`). With live cameras, `liveness.Liveness`
-tells the loop which one is lost, frozen or silent: the loop then stops waiting for it and
-hands out the other camera's frames alone until it is back.
+thread, the only one that touches registration and fusion (and so the GPU), merges the two
+streams in capture-time order (`sync.Merger`), pairs them (`sync.Pairer`), and runs the
+per-pair stages (`process_pair`: AGC, warp, the current prior, fuse) before handing each
+fused frame to every sink. Each sink has its own thread and bounded queue; a sink that fails
+stops alone. With a viewer (display, monitor) the main loop also reads the live controls
+once per frame (`controls.LiveFusion`). With live cameras, `capture.liveness.Liveness` tells
+the loop which one is lost, frozen or silent: the loop then stops waiting for it and hands
+out the other camera's frames alone (`fuse.views`) until it is back. The prior worker and
+the registration refiner have a thread each (ARCHITECTURE.md).
 Shutdown happens in one `finally`: stop the capture threads, drain and close every sink
-(so a recording is finalized on every exit path), and report any thread that did not end.
+(so a recording is finalized on every exit path), stop the workers, and report any thread
+that did not end.
 """
 from __future__ import annotations
 
@@ -19,26 +22,24 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
+
 from streamfuse.capture import CaptureThread, Source, open_sources
 from streamfuse.capture.base import CaptureStats, live_slot_depth
-from streamfuse.capture.liveness import Liveness
-from streamfuse.controls import Controls, LiveFusion, render_view
+from streamfuse.capture.liveness import LiveFigures, Liveness
+from streamfuse.controls import Controls, LiveFusion
 from streamfuse.errors import RuntimeFailure, SourceError
 from streamfuse.frames import Frame, FramePair, now_ns
-from streamfuse.fuse import make_fuser
+from streamfuse.fuse import Fuser, make_fuser
+from streamfuse.fuse.views import no_signal, render_view, single_camera
+from streamfuse.priors.worker import PriorFigures, PriorStage
 from streamfuse.queues import EndOfStream
 from streamfuse.register.calibration import Calibration
 from streamfuse.register.registrar import Registrar
 from streamfuse.rig import RigConfig
-from streamfuse.sinks import (
-    INTERACTIVE_SINKS,
-    SinkRunner,
-    SinkState,
-    StreamInfo,
-    make_sink,
-)
+from streamfuse.sinks import INTERACTIVE_SINKS, SinkRunner, SinkState, StreamInfo, make_sink
 from streamfuse.stats import RateMeter, StageTimer
-from streamfuse.sync import Pairer, SyncStats
+from streamfuse.sync import Merger, Pairer, SyncStats
 from streamfuse.thermal import Agc, make_agc
 
 #: How long the main loop sleeps at most before re-checking stop requests and limits.
@@ -50,7 +51,8 @@ LIVE_SLACK_NS = 50_000_000
 
 @dataclass
 class RunReport:
-    """What a run did; also the live snapshot handed to the progress callback."""
+    """What a run did, in figures only; also the live snapshot the progress line, the window
+    and the monitor read (refreshed every half second, and once more at the end)."""
 
     frames: int = 0
     wall_s: float = 0.0
@@ -62,12 +64,12 @@ class RunReport:
     rate: RateMeter = field(default_factory=RateMeter)
     sinks: list[SinkState] = field(default_factory=list)
     error: BaseException | None = None
-    #: The semantic priors' stage (priors.worker.PriorStage) when the rig has priors.
-    priors: object | None = None
+    #: The semantic priors' figures when the rig has priors.
+    priors: PriorFigures | None = None
     #: Per-source counters (stale, duplicates, FFC stalls, outages, reconnects, up), by name.
     sources: dict[str, CaptureStats] = field(default_factory=dict)
-    #: Live rigs: the watch over lost cameras (events, frames shown alone); None otherwise.
-    live: Liveness | None = None
+    #: Live rigs: what the watch over lost cameras saw (who is down, events, frames shown alone).
+    live: LiveFigures | None = None
     #: The pipeline clock (frames.now_ns) when the capture threads started.
     t0_ns: int = 0
 
@@ -90,7 +92,8 @@ class RunReport:
     @property
     def sources_up(self) -> dict[str, bool]:
         """Whether each source is delivering (False while lost, frozen or silent)."""
-        return {name: not (self.live is not None and self.live.is_down(name)) for name in self.sources}
+        down = self.live.down if self.live is not None else {}
+        return {name: not down.get(name, False) for name in self.sources}
 
     @property
     def prior_age_s(self) -> float | None:
@@ -99,7 +102,7 @@ class RunReport:
 
     @property
     def prior_refreshes(self) -> int:
-        return self.priors.worker.refresh_time.count if self.priors is not None else 0
+        return self.priors.refreshes if self.priors is not None else 0
 
     @property
     def drops(self) -> int:
@@ -110,62 +113,65 @@ class RunReport:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-class Merger:
-    """Takes frames from the two capture queues in capture-time order.
+@dataclass
+class Stages:
+    """The per-pair stages of the main loop, in order (main thread only).
 
-    With `liveness` (live rigs), a frame older than its age limit is skipped as stale and a
-    source it calls down is not waited for. `clock` is the pipeline clock (tests speed it up).
+    Attributes:
+        registrar: warps the IR frame into the visible frame.
+        agc: the rig's thermal AGC (raw counts -> 8-bit display levels), or None: raw
+            frames go on to the fuser, which maps them itself.
+        priors: the semantic priors' stage, or None without priors.
+        timers: "register", "fuse" (and "agc") stage timers, filled per pair.
     """
 
-    def __init__(self, captures: list[CaptureThread], wakeup: threading.Event, wait_ns: int | None,
-                 liveness: Liveness | None = None, clock: Callable[[], int] = now_ns):
-        self._captures = captures
-        self._wakeup = wakeup
-        self._wait_ns = wait_ns  # None: never skip ahead of a silent source (fast replay)
-        self._liveness = liveness
-        self._clock = clock
-        self._heads: dict[str, Frame | None] = {c.source.name: None for c in captures}
-        self._ended: set[str] = set()
+    registrar: Registrar
+    agc: Agc | None = None
+    priors: PriorStage | None = None
+    timers: dict[str, StageTimer] = field(default_factory=dict)
 
-    def next(self, timeout: float) -> Frame | None:
-        """The earliest frame that can no longer be preceded by one of the other camera's;
-        None after `timeout` s; EndOfStream when both streams have ended."""
-        deadline = time.monotonic() + timeout
-        while True:
-            self._wakeup.clear()
-            self._fill()
-            frame = self._pick()
-            if frame is not None:
-                return frame
-            if len(self._ended) == len(self._captures):
-                raise EndOfStream
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            self._wakeup.wait(min(remaining, 0.02) if self._wait_ns else remaining)
+    def __post_init__(self):
+        names = ("register", "fuse") + (("agc",) if self.agc is not None else ())
+        for name in names:
+            self.timers.setdefault(name, StageTimer(name))
 
-    def _fill(self) -> None:
-        now = self._clock()
-        max_age_ns = self._liveness.max_age_ns if self._liveness is not None else None
-        for capture in self._captures:
-            name = capture.source.name
-            if self._heads[name] is None and name not in self._ended:
-                try:
-                    self._heads[name] = capture.take(now, max_age_ns)
-                except EndOfStream:
-                    self._ended.add(name)
+    def display_ir(self, ir: Frame) -> np.ndarray:
+        """The IR frame for registration and fusion: 8-bit through the AGC, or raw without one."""
+        if self.agc is None:
+            return ir.image
+        with self.timers["agc"].time():
+            return self.agc(ir.image, ir.t_ns)
 
-    def _pick(self) -> Frame | None:
-        ready = [f for f in self._heads.values() if f is not None]
-        if not ready:
-            return None
-        first = min(ready, key=lambda f: f.t_ns)
-        waiting = [n for n, f in self._heads.items() if f is None and n not in self._ended
-                   and not (self._liveness is not None and self._liveness.is_down(n))]
-        if waiting and (self._wait_ns is None or self._clock() - first.t_ns <= self._wait_ns):
-            return None
-        self._heads[first.camera] = None
-        return first
+
+def process_pair(pair: FramePair, stages: Stages, fuser: Fuser | None, view: str, seq: int) -> Frame:
+    """One pair through AGC, registration, the current prior and fusion (or the live `view`);
+    the fused frame (`seq`) keeps the visible frame's capture time and carries the pair.
+    `fuser=None` passes the visible frame on (the I/O floor of benchmarks)."""
+    vis = pair.vis
+    if fuser is None:
+        image = vis.image
+    else:
+        ir_display = stages.display_ir(pair.ir)
+        with stages.timers["register"].time():
+            try:
+                ir = stages.registrar.warp(ir_display)
+            except ValueError as exc:
+                raise RuntimeFailure(f"ir source: {exc}") from None
+            stages.registrar.observe(pair.ir.image, vis.image)  # live refinement, when the rig enables it
+        prior = stages.priors.step(ir, vis, seq) if stages.priors is not None else None
+        with stages.timers["fuse"].time():
+            image = render_view(view, fuser, ir, vis.image, prior)
+    return Frame(image, vis.t_ns, seq, "fused", "bgr24", min(pair.ir.recv_ns, vis.recv_ns), pair)
+
+
+def alone_picture(frame: Frame, lost: str, stages: Stages, on_loss: str, palette: str,
+                  vis_size: tuple[int, int]) -> np.ndarray:
+    """The picture handed out for `frame` while the other camera (`lost`) is down."""
+    if on_loss == "no_signal":
+        return no_signal(lost, vis_size)
+    if frame.camera == "vis":
+        return single_camera("vis", frame.image, palette)
+    return single_camera("ir", stages.registrar.warp(stages.display_ir(frame)), palette)
 
 
 def open_rig_sources(rig: RigConfig) -> tuple[Source, Source, Registrar]:
@@ -197,12 +203,11 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
     failed run is attached to the exception as `.report`."""
     stop = stop or threading.Event()
     report = RunReport()
+    priors = None
     if fuse and rig.priors is not None:
-        from streamfuse.priors.worker import (
-            open_priors,  # torch and the models: only for priors
-        )
+        from streamfuse.priors.worker import open_priors  # torch and the models: only for priors
 
-        report.priors = open_priors(rig.priors, rig.path)
+        priors = open_priors(rig.priors, rig.path)
     ir, vis, registrar = open_rig_sources(rig)
     try:
         fuser = make_fuser(rig.fusion) if fuse else None
@@ -219,21 +224,20 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
     realtime = ir.realtime or vis.realtime
     wait_ns = _live_wait_ns(rig) if realtime else None
     captures = [CaptureThread(s, wakeup, live_slot_depth(float(s.fps), wait_ns or 0)) for s in (ir, vis)]
-    report.stages = {"register": StageTimer("register"), "fuse": StageTimer("fuse")}
-    agc = make_agc(rig.thermal)
-    if agc is not None:
-        report.stages["agc"] = StageTimer("agc")
-    if report.priors is not None:
-        report.stages.update(report.priors.timers)
+    stages = Stages(registrar, make_agc(rig.thermal), priors)
+    report.stages = dict(stages.timers)
+    if priors is not None:
+        report.stages.update(priors.timers)
+    liveness: Liveness | None = None
     started = time.monotonic()
     try:
-        if report.priors is not None:
-            report.priors.start()
+        if priors is not None:
+            priors.start()
         t0 = report.t0_ns = now_ns()
         for c in captures:
             c.source.start_clock(t0)
             c.start()
-        liveness = report.live = Liveness(rig.live, captures, rig.fusion.palette) if realtime else None
+        liveness = Liveness(rig.live, captures) if realtime else None
         merger = Merger(captures, wakeup, wait_ns, liveness)
         pairer = Pairer(round(rig.sync.tolerance_ms * 1e6))
         report.sync = pairer.stats
@@ -246,27 +250,31 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
             report.frames += 1
             report.rate.tick()
 
+        def room() -> bool:
+            return max_frames is None or report.frames < max_frames
+
         def emit(pairs: list[FramePair]) -> bool:
             """Fuse and hand out `pairs`; False once the frame limit is reached."""
             nonlocal fuser
             view = "fused"
             for pair in pairs:
-                if max_frames is not None and report.frames >= max_frames:
+                if not room():
                     return False
                 if live is not None:
                     fuser, view = live.current()
-                hand_out(_process(pair, registrar, fuser, report, view, agc))
+                hand_out(process_pair(pair, stages, fuser, view, report.frames))
                 if liveness is not None:
                     liveness.paired(now_ns())
-            return max_frames is None or report.frames < max_frames
+            return room()
 
         def emit_alone(frame: Frame) -> bool:
             """Hand out `frame` on its own, the other camera being down (live.on_loss)."""
-            if max_frames is not None and report.frames >= max_frames:
+            if not room():
                 return False
-            image = liveness.single(frame, lambda f: _display_ir(f, agc, report), registrar, vis.size)
+            image = alone_picture(frame, liveness.alone(frame), stages, rig.live.on_loss, rig.fusion.palette,
+                                  vis.size)
             hand_out(Frame(image, frame.t_ns, report.frames, "fused", "bgr24", frame.recv_ns))
-            return max_frames is None or report.frames < max_frames
+            return room()
 
         going, last_progress = True, 0.0
         while going and not stop.is_set():
@@ -290,7 +298,7 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
                 going = emit(pairer.advance(now_ns() - wait_ns))
             if time.monotonic() - last_progress > 0.5:  # also feeds the monitor's statistics
                 last_progress = time.monotonic()
-                _collect(report, captures, runners, started)
+                _collect(report, captures, runners, started, priors, liveness)
                 if on_progress:
                     on_progress(report)
     except BaseException as exc:
@@ -298,11 +306,12 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
         exc.report = report
         raise
     finally:
-        late_error = _shutdown(captures, runners, report, started)
-        if report.priors is not None and not report.priors.stop():
+        late_error = _shutdown(captures, runners)
+        if priors is not None and not priors.stop():
             late_error = late_error or RuntimeFailure("the prior worker did not stop")
         if not registrar.close():
             late_error = late_error or RuntimeFailure("the registration refiner did not stop")
+        _collect(report, captures, runners, started, priors, liveness)
     if late_error is not None:
         report.error = late_error
         late_error.report = report
@@ -315,34 +324,6 @@ def _live_wait_ns(rig: RigConfig) -> int:
     slack, and the larger known latency (a frame arrives that long after its capture time)."""
     latency_ms = max(getattr(cfg, "latency_ms", 0.0) for cfg in (rig.ir, rig.vis))
     return round((rig.sync.tolerance_ms + latency_ms) * 1e6) + LIVE_SLACK_NS
-
-
-def _display_ir(ir: Frame, agc: Agc | None, report: RunReport):
-    """The IR frame for registration and fusion: 8-bit through the rig's AGC, or raw without one."""
-    if agc is None:
-        return ir.image
-    with report.stages["agc"].time():
-        return agc(ir.image, ir.t_ns)
-
-
-def _process(pair: FramePair, registrar: Registrar, fuser, report: RunReport, view: str = "fused",
-             agc: Agc | None = None) -> Frame:
-    vis = pair.vis
-    if fuser is None:
-        image = vis.image
-    else:
-        ir_display = _display_ir(pair.ir, agc, report)
-        with report.stages["register"].time():
-            try:
-                ir = registrar.warp(ir_display)
-            except ValueError as exc:
-                raise RuntimeFailure(f"ir source: {exc}") from None
-            registrar.observe(pair.ir.image, vis.image)  # live refinement, when the rig enables it
-        prior = report.priors.step(ir, vis, report.frames) if report.priors is not None else None
-        with report.stages["fuse"].time():
-            with_prior = {"prior": prior} if prior is not None else {}
-            image = fuser.fuse(ir, vis.image, **with_prior) if view == "fused" else render_view(view, fuser, ir, vis.image)
-    return Frame(image, vis.t_ns, report.frames, "fused", "bgr24", min(pair.ir.recv_ns, vis.recv_ns), pair)
 
 
 def _open_sinks(rig: RigConfig, info: StreamInfo) -> list[SinkRunner]:
@@ -362,7 +343,9 @@ def _open_sinks(rig: RigConfig, info: StreamInfo) -> list[SinkRunner]:
     return runners
 
 
-def _collect(report: RunReport, captures: list[CaptureThread], runners: list[SinkRunner], started: float) -> None:
+def _collect(report: RunReport, captures: list[CaptureThread], runners: list[SinkRunner], started: float,
+             priors: PriorStage | None, liveness: Liveness | None) -> None:
+    """Refresh the report's figures from the running parts."""
     report.wall_s = time.monotonic() - started
     report.capture_drops = sum(c.queue.dropped for c in captures)
     report.sink_drops = sum(r.queue.dropped for r in runners)
@@ -374,15 +357,17 @@ def _collect(report: RunReport, captures: list[CaptureThread], runners: list[Sin
     report.sinks = [r.state() for r in runners]
     if runners:
         report.latency = runners[0].latency
+    if priors is not None:
+        report.priors = priors.figures()
+    if liveness is not None:
+        report.live = liveness.figures()
 
 
-def _shutdown(captures: list[CaptureThread], runners: list[SinkRunner], report: RunReport,
-              started: float) -> BaseException | None:
+def _shutdown(captures: list[CaptureThread], runners: list[SinkRunner]) -> BaseException | None:
     """Stop everything; returns an error that only showed up while stopping, if any."""
     stuck = [c.source.name for c in captures if not c.stop()]
     for runner in runners:
         runner.finish()
-    _collect(report, captures, runners, started)
     errors = [r.error for r in runners if r.error is not None]
     if errors:
         return errors[0]

@@ -1,4 +1,6 @@
-"""Pairing: each visible frame with the IR frame nearest to it in capture time.
+"""Sync: the two capture streams merged in capture-time order (`Merger`), then paired (`Pairer`).
+
+Pairing: each visible frame with the IR frame nearest to it in capture time.
 
 The output follows the visible camera (one fused frame per visible frame), so a 9 Hz thermal
 core paired with a 30 Hz visible camera reuses each IR frame for about three visible frames,
@@ -14,11 +16,17 @@ nearest IR frame is further than the tolerance is dropped and counted.
 from __future__ import annotations
 
 import collections
+import threading
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from streamfuse.frames import Frame, FramePair
+from streamfuse.capture.base import CaptureThread
+from streamfuse.capture.liveness import Liveness
+from streamfuse.frames import Frame, FramePair, now_ns
+from streamfuse.queues import EndOfStream
 
 #: Skews kept for the distribution in the summary (the most recent ones).
 SKEW_HISTORY = 4096
@@ -137,3 +145,61 @@ class Pairer:
         pair = FramePair(best, vis)
         self.stats.add_skew(pair.skew_ns)
         return [pair]
+
+
+class Merger:
+    """Takes frames from the two capture queues in capture-time order.
+
+    With `liveness` (live rigs), a frame older than its age limit is skipped as stale and a
+    source it calls down is not waited for. `clock` is the pipeline clock (tests speed it up).
+    """
+
+    def __init__(self, captures: list[CaptureThread], wakeup: threading.Event, wait_ns: int | None,
+                 liveness: Liveness | None = None, clock: Callable[[], int] = now_ns):
+        self._captures = captures
+        self._wakeup = wakeup
+        self._wait_ns = wait_ns  # None: never skip ahead of a silent source (fast replay)
+        self._liveness = liveness
+        self._clock = clock
+        self._heads: dict[str, Frame | None] = {c.source.name: None for c in captures}
+        self._ended: set[str] = set()
+
+    def next(self, timeout: float) -> Frame | None:
+        """The earliest frame that can no longer be preceded by one of the other camera's;
+        None after `timeout` s; EndOfStream when both streams have ended."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._wakeup.clear()
+            self._fill()
+            frame = self._pick()
+            if frame is not None:
+                return frame
+            if len(self._ended) == len(self._captures):
+                raise EndOfStream
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            self._wakeup.wait(min(remaining, 0.02) if self._wait_ns else remaining)
+
+    def _fill(self) -> None:
+        now = self._clock()
+        max_age_ns = self._liveness.max_age_ns if self._liveness is not None else None
+        for capture in self._captures:
+            name = capture.source.name
+            if self._heads[name] is None and name not in self._ended:
+                try:
+                    self._heads[name] = capture.take(now, max_age_ns)
+                except EndOfStream:
+                    self._ended.add(name)
+
+    def _pick(self) -> Frame | None:
+        ready = [f for f in self._heads.values() if f is not None]
+        if not ready:
+            return None
+        first = min(ready, key=lambda f: f.t_ns)
+        waiting = [n for n, f in self._heads.items() if f is None and n not in self._ended
+                   and not (self._liveness is not None and self._liveness.is_down(n))]
+        if waiting and (self._wait_ns is None or self._clock() - first.t_ns <= self._wait_ns):
+            return None
+        self._heads[first.camera] = None
+        return first

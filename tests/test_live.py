@@ -26,7 +26,8 @@ from streamfuse.capture.liveness import LiveConfig, Liveness
 from streamfuse.capture.uvc import UvcConfig, UvcSource
 from streamfuse.errors import SourceError
 from streamfuse.frames import Frame, now_ns
-from streamfuse.pipeline import LIVE_SLACK_NS, Merger
+from streamfuse.pipeline import LIVE_SLACK_NS
+from streamfuse.sync import Merger
 from streamfuse.sync import Pairer
 
 MS = 1_000_000
@@ -307,7 +308,7 @@ def test_live_merging_stays_paired_without_drift_or_growth(ir_fps, vis_fps, minu
     clock = VirtualClock(0)
     captures = [CaptureThread(_Idle(name), depth=live_slot_depth(fps, wait_ns))
                 for name, fps in (("ir", ir_fps), ("vis", vis_fps))]
-    liveness = Liveness(LiveConfig(), captures, "ironbow")
+    liveness = Liveness(LiveConfig(), captures)
     merger = Merger(captures, threading.Event(), wait_ns, liveness, clock=clock)
     pairer = Pairer(tolerance_ns)
     image = np.zeros((2, 2), np.uint8)

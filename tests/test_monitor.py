@@ -162,7 +162,7 @@ def test_controls_change_the_fusion_and_bad_values_are_refused(tmp_path):
 
 
 def test_viewers_and_a_slow_sink_do_not_slow_the_pipeline(tmp_path):
-    # A loose bound on 2 shared cores; `python -m streamfuse.bench.viewers` measures the figure.
+    # A loose bound on 2 shared cores; `streamfuse bench-viewers` measures the figure.
     rig = _rig(tmp_path)
     alone, _, _ = measure(rig, 2.0)
     loaded, pictures, report = measure(rig, 2.0, viewers=3, slow_ms=200)

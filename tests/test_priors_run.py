@@ -47,7 +47,7 @@ def one_line_error(proc: subprocess.CompletedProcess, code: int = 2) -> str:
 def test_every_n_frames_refreshes_that_often_and_ages_stay_within_n_frames(tmp_path):
     cfg = tiny_config(tmp_path, every_frames=15, max_age_s=0, scene_change=0)
     report = run(demo_rig(cfg), max_frames=75)  # 3 s at the visible camera's 25 fps
-    reasons = dict(report.priors.worker.reasons)
+    reasons = dict(report.priors.reasons)
     assert reasons == {"first": 1, "frames": 4}, reasons  # frames 0, 15, 30, 45, 60
     assert report.prior_refreshes == 5
     ages = report.stages["prior age"].summary_ms()
@@ -61,7 +61,7 @@ def test_every_n_frames_refreshes_that_often_and_ages_stay_within_n_frames(tmp_p
 def test_max_age_refreshes_on_capture_time(tmp_path):
     cfg = tiny_config(tmp_path, every_frames=0, max_age_s=0.5, scene_change=0)
     report = run(demo_rig(cfg), max_frames=75)
-    reasons = dict(report.priors.worker.reasons)
+    reasons = dict(report.priors.reasons)
     assert set(reasons) == {"first", "age"} and 5 <= report.prior_refreshes <= 6, reasons  # t = 0, 0.5 ... 2.5
     assert report.stages["prior age"].summary_ms()["max"] < 1e3 * (0.5 + 0.25)
 
@@ -93,9 +93,9 @@ def _folder_rig(tmp_path: Path, cut_at: int, frames: int) -> Path:
 def test_a_scene_cut_triggers_a_refresh(tmp_path):
     report = run(load_rig(_folder_rig(tmp_path, cut_at=20, frames=40)))
     assert report.frames == 40
-    assert dict(report.priors.worker.reasons) == {"first": 1, "scene": 1}
-    latest = report.priors.worker.latest()
-    assert latest.reason == "scene" and 20 <= latest.index <= 24  # within a few frames of the cut
+    assert dict(report.priors.reasons) == {"first": 1, "scene": 1}
+    reason, index = report.priors.latest
+    assert reason == "scene" and 20 <= index <= 24  # within a few frames of the cut
 
 
 # --- the frame loop never waits ----------------------------------------------------------------

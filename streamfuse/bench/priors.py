@@ -78,11 +78,11 @@ def pipeline_run(rig, pace: str, priors: PriorConfig | None, seconds: float, out
     row = {"fps": report.fps, "fuse_p50": report.stages["fuse"].summary_ms()["p50"], "refreshes": 0,
            "max_interval": float("nan"), "max_age": float("nan"), "refresh_ms": float("nan")}
     if report.priors is not None:
-        published = list(report.priors.worker.published_at)
+        published = list(report.priors.published_at)
         gaps = np.diff(published) if len(published) > 1 else np.array([float("nan")])
         row.update(refreshes=report.prior_refreshes, max_interval=float(np.max(gaps)),
-                   max_age=report.priors.age.summary_ms()["max"] / 1e3,
-                   refresh_ms=report.priors.worker.refresh_time.summary_ms()["mean"])
+                   max_age=report.stages["prior age"].summary_ms()["max"] / 1e3,
+                   refresh_ms=report.stages["prior refresh"].summary_ms()["mean"])
     return row
 
 

@@ -1,4 +1,4 @@
-"""`streamfuse calibrate report` (or `python -m streamfuse.calibrate.report [DATA]`): how well
+"""`streamfuse calibrate report [--data DIR]`: how well
 registration and calibration work, in numbers (docs/benchmarks.md quotes them).
 
 1. The synthetic rig (known mapping): target-based recovery from rendered heated-board views,
@@ -16,7 +16,6 @@ registration and calibration work, in numbers (docs/benchmarks.md quotes them).
 from __future__ import annotations
 
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -198,6 +197,3 @@ def report(data: Path) -> None:
     for section in (_synthetic_lines, lambda: _shared_lines(data), _timing_lines):
         print("\n".join(section()), flush=True)
 
-
-if __name__ == "__main__":
-    report(Path(sys.argv[1]) if len(sys.argv) > 1 else Path("../shared/data"))

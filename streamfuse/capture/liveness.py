@@ -6,7 +6,8 @@ view of that: a source is *down* while it reconnects, while its picture is froze
 flat-field-correction stall), or once it has published nothing for `down_after_ms`. While
 one camera is down, the frames of the other are handed out on their own, as the rig's
 `live.on_loss` says: `other` shows that camera alone (the IR one coloured with the fusion
-palette and warped into the visible frame), `no_signal` a placeholder naming the lost one.
+palette and warped into the visible frame), `no_signal` a placeholder naming the lost one
+(both drawn by `streamfuse.fuse.views`).
 Fusion resumes with the first pair after the camera is back. Every change (down, up,
 fusing again) is logged in `events` with its pipeline-clock time for the summary and the
 monitor.
@@ -17,14 +18,9 @@ import collections
 from dataclasses import dataclass
 from typing import Literal
 
-import cv2
-import numpy as np
-
 from streamfuse.capture.base import CaptureThread
 from streamfuse.config import check_range
 from streamfuse.frames import Frame
-from streamfuse.fuse.palettes import apply_palette
-from streamfuse.thermal import ir_to_u8
 
 #: Events kept for the summary (the most recent ones).
 EVENT_HISTORY = 256
@@ -64,20 +60,17 @@ class Liveness:
     Args:
         cfg: the rig's `live` section.
         captures: the capture threads of the IR and visible sources.
-        palette: the fusion palette, for the IR camera shown alone.
     """
 
-    def __init__(self, cfg: LiveConfig, captures: list[CaptureThread], palette: str):
+    def __init__(self, cfg: LiveConfig, captures: list[CaptureThread]):
         self.cfg = cfg
         self.max_age_ns = round(cfg.max_age_ms * 1e6)
         self.silent_ns = round(cfg.down_after_ms * 1e6)
-        self.palette = palette
         self.events: collections.deque[LiveEvent] = collections.deque(maxlen=EVENT_HISTORY)
         self.single_frames = 0   # frames handed out with one camera only
         self._captures = {c.source.name: c for c in captures}
         self._down: dict[str, bool] = {name: False for name in self._captures}
         self._single = False
-        self._placeholder: dict[tuple[str, tuple[int, int]], np.ndarray] = {}
 
     def is_down(self, name: str) -> bool:
         return self._down[name]
@@ -103,41 +96,37 @@ class Liveness:
             self._single = False
             self.events.append(LiveEvent(now, "fusion", "resumed"))
 
-    def single(self, frame: Frame, ir_display, registrar, vis_size: tuple[int, int]) -> np.ndarray:
-        """The picture for `frame` while the other camera is down (HxWx3 BGR of `vis_size`).
-
-        `ir_display(raw)` maps a raw IR frame to 8-bit display levels (the rig's AGC)."""
+    def alone(self, frame: Frame) -> str:
+        """`frame` is handed out alone (the other camera is down): count it, and return the
+        name of the lost camera (the picture is drawn by `streamfuse.fuse.views`)."""
         self._single = True
         self.single_frames += 1
-        lost = next(name for name, down in self._down.items() if down and name != frame.camera)
-        if self.cfg.on_loss == "no_signal":
-            return self._no_signal(lost, vis_size)
-        if frame.camera == "vis":
-            image = frame.image
-            return image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        return apply_palette(ir_to_u8(registrar.warp(ir_display(frame))), self.palette)
+        return next(name for name, down in self._down.items() if down and name != frame.camera)
 
-    def _no_signal(self, lost: str, size: tuple[int, int]) -> np.ndarray:
-        key = (lost, size)
-        if key not in self._placeholder:
-            w, h = size
-            image = np.full((h, w, 3), 32, np.uint8)
-            text = f"NO SIGNAL: {lost}"
-            scale = max(0.4, w / 640)
-            (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 2)
-            cv2.putText(image, text, ((w - tw) // 2, (h + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                        (255, 255, 255), 2, cv2.LINE_AA)
-            self._placeholder[key] = image
-        return self._placeholder[key].copy()
+    def figures(self) -> "LiveFigures":
+        """A snapshot for the run report."""
+        return LiveFigures(dict(self._down), self.single_frames, tuple(self.events))
 
 
-def summary_lines(sources: dict, live: Liveness | None, t0_ns: int, max_events: int = 12) -> list[str]:
+@dataclass(frozen=True)
+class LiveFigures:
+    """What the watch over live sources saw, for the run report (a snapshot)."""
+
+    #: Whether each source is down now, by name.
+    down: dict[str, bool]
+    #: Frames handed out with one camera only.
+    single_frames: int
+    #: The most recent events, oldest first.
+    events: tuple[LiveEvent, ...]
+
+
+def summary_lines(sources: dict, live: LiveFigures | None, t0_ns: int, max_events: int = 12) -> list[str]:
     """Lines for the end-of-run summary of a live rig: each source's counters and the events."""
     if live is None:
         return []
     lines = []
     for name, s in sources.items():
-        state = "DOWN" if live.is_down(name) else "up"
+        state = "DOWN" if live.down.get(name) else "up"
         lines.append(f"  {name}: {state}; {s.frames} frames, {s.stale + s.backlog} stale, {s.duplicates} repeated, "
                      f"{s.ffc_stalls} FFC stalls, {s.outages} lost, {s.reconnects} reconnected"
                      + (f", {s.resized} resized" if s.resized else "")

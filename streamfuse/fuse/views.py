@@ -22,10 +22,10 @@ PIP_FRACTION = 0.33
 
 
 def render_view(view: str, fuser: Fuser, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
-    """The output picture for `view` (one of VIEWS) from a registered IR frame and a visible
-    frame (the Fuser input contract)."""
+    """The output picture for `view` (one of VIEWS) from a registered IR frame, a visible
+    frame and the current prior, if any (the Fuser input contract)."""
     if view == "fused":
-        return fuser.fuse(ir, vis, prior)
+        return _fused(fuser, ir, vis, prior)
     vis_bgr = as_bgr(vis)
     if view == "visible":
         return vis_bgr.copy()
@@ -35,8 +35,13 @@ def render_view(view: str, fuser: Fuser, ir: np.ndarray, vis: np.ndarray, prior=
     if view == "side-by-side":
         return _side_by_side(thermal, vis_bgr)
     if view == "pip":
-        return _inset(fuser.fuse(ir, vis, prior), thermal)
+        return _inset(_fused(fuser, ir, vis, prior), thermal)
     raise ValueError(f"view: expected one of {', '.join(VIEWS)}, got {view!r}")
+
+
+def _fused(fuser: Fuser, ir: np.ndarray, vis: np.ndarray, prior) -> np.ndarray:
+    # The prior is optional in the Fuser contract: leave it out when there is none.
+    return fuser.fuse(ir, vis) if prior is None else fuser.fuse(ir, vis, prior)
 
 
 def as_bgr(vis: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 #: Channels per scale (full, 1/2, 1/4, 1/8). Chosen for 60 fps at 640x512 in bf16 on one H100
-#: (not yet measured on a GPU: `python -m streamfuse.bench.models --device cuda`).
+#: (not yet measured on a GPU: `streamfuse bench-models --device cuda`).
 WIDTHS = (16, 32, 64, 96)
 #: Prior channels per modality, in the order `prior_maps` stacks them.
 PRIOR_CHANNELS = 4

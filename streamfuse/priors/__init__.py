@@ -3,8 +3,9 @@
 Stages, in order of use:
 
     config.py     PriorConfig: the rig's `priors:` section (no torch)
-    models.py     building CLIP (open_clip) and DINO (timm) from tags, files or the hub cache
-    towers.py     their forward passes at any input size (positional embeddings cached per size)
+    weights.py    where weights come from: open_clip tags, timm names, local files, the hub cache
+    models.py     building CLIP (open_clip) and DINO (timm), and their forward passes at any
+                  input size (positional embeddings cached per size)
     extractor.py  one IR/visible pair -> a Prior (SPGFusion's DINO-pooled CLIP maps, prompts)
     worker.py     the refresh policy and the worker thread that keeps the latest Prior
     prior.py      Prior, and EmphasisTrack: how a fuser turns a Prior into weight maps (no torch)

@@ -140,6 +140,11 @@ class PriorWorker:
             raise RuntimeFailure(f"prior worker: {one_line(self._error)}")
         return self._latest
 
+    @property
+    def published(self) -> Prior | None:
+        """The newest published prior, without checking the worker's health (for figures)."""
+        return self._latest
+
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
         """Ask the thread to end after the refresh in progress; True once it has."""
         self._stop.set()
@@ -174,6 +179,22 @@ class PriorWorker:
         self.published_at.append(time.monotonic())
 
 
+@dataclass(frozen=True)
+class PriorFigures:
+    """What the priors did in a run, for the run report (a snapshot; the refresh durations
+    and ages are the report's "prior refresh" and "prior age" stage timers)."""
+
+    refreshes: int
+    #: Refreshes by the reason the policy gave ("first", "frames", "age", "scene").
+    reasons: dict[str, int]
+    #: Capture-time age (s) of the prior the last frame was fused with; None before the first.
+    age_s: float | None
+    #: Monotonic clock times (s) of the recent refreshes, oldest first.
+    published_at: tuple[float, ...]
+    #: (reason, frame index) of the newest prior; None before the first.
+    latest: tuple[str, int] | None
+
+
 class PriorStage:
     """The pipeline's handle on the priors, used from the main thread only."""
 
@@ -193,6 +214,12 @@ class PriorStage:
 
     def stop(self) -> bool:
         return self.worker.stop()
+
+    def figures(self) -> PriorFigures:
+        latest = self.worker.published  # not latest(): a snapshot must not raise the worker's error
+        return PriorFigures(self.worker.refresh_time.count, dict(self.worker.reasons), self.age_s,
+                            tuple(self.worker.published_at),
+                            None if latest is None else (latest.reason, latest.index))
 
     def step(self, ir: np.ndarray, vis: Frame, index: int) -> Prior | None:
         """Offer this frame's registered pair; return the prior to fuse it with (never waits)."""

@@ -8,7 +8,7 @@ same layout with frames named in time order (0000.png, 0001.png, ... as in
 Methods: each fusion mode asked for (MODES, default settings), each folder of fused
 images already made (FOLDER/<set>/NAME.* or, for a single set, FOLDER/NAME.*), and the two
 sources passed off as the result ("IR only", "visible only"), which show how far a measure
-can be fooled. The measures are `fusion_metrics.MEASURES` with their conventions; a pooled
+can be fooled. The measures are `measures.MEASURES` with their conventions; a pooled
 row is the mean over every pair of every set.
 
 From Python, e.g. to score a model:
@@ -241,7 +241,7 @@ def write_scores(scores: Sequence[Score], summary: dict, out: Path) -> None:
         for s in scores:
             writer.writerow([s.group, s.name, s.method, *(json_number(s.values[m]) for m in MEASURES)])
     report = {"measures": list(MEASURES),
-              "conventions": "streamfuse/fusion_metrics.py (Linfeng-Tang/Evaluation-for-Image-Fusion)",
+              "conventions": "streamfuse/quality/measures.py (Linfeng-Tang/Evaluation-for-Image-Fusion)",
               "means": {method: {g: {k: json_number(v) for k, v in vals.items()} for g, vals in groups.items()}
                         for method, groups in summary.items()}}
     (out / "summary.json").write_text(json.dumps(report, indent=1) + "\n")

@@ -5,7 +5,7 @@ ECCV 2018, taken in L1 on grey levels):
 
     flicker(V) = 1/(T-1) * sum over t = 1..T-1 of  mean over p in M_t of |V_t(p) - V_{t-1}(p + u_t(p))|
 
-V_t are the frames as grey levels 0..255 (`fusion_metrics.to_gray`, so colour videos are
+V_t are the frames as grey levels 0..255 (`measures.to_gray`, so colour videos are
 measured on the same luma as the image measures), u_t is the dense optical flow from frame t
 back to frame t-1 (OpenCV DIS, medium preset; V_{t-1} sampled bilinearly), and M_t keeps the
 pixels whose flow lands inside the frame and passes the forward-backward consistency check of

@@ -2,7 +2,7 @@
 
 The toolbox is Linfeng-Tang/Evaluation-for-Image-Fusion (`analysis_Reference.m` and the files
 it calls). Every measure here reproduces its published per-image values for SeAFusion on the
-121 pairs in ../shared/data/pairs to better than 1e-8 relative (tests/test_fusion_metrics.py
+121 pairs in ../shared/data/pairs to better than 1e-8 relative (tests/test_measures.py
 checks a subset; ../shared/data/peers/README.md states the conventions). Conventions:
 
 - Images are grey uint8. Colour (BGR, OpenCV's order) is converted as MATLAB `rgb2gray`

@@ -4,7 +4,7 @@ A rig's mounting flexes with temperature and knocks, and the working distance is
 so the calibrated mapping drifts by a few pixels. With `registration: {refine: true}` the main
 loop offers each raw pair to `LiveRefiner.offer`, which costs nothing unless a new estimate is
 due (every `every_s` seconds) and the worker is idle; then it copies the pair into a one-slot
-mailbox. The worker thread runs the target-free estimator (calibrate/targetfree.py: block
+mailbox. The worker thread runs the target-free estimator (targetfree.py: block
 matching around the mapping in effect, a fraction of a second on a 2-core CPU) and hands the
 result to `Registrar.refine_to` only when it is confident and moves the IR frame's corners by
 at most `max_px`; the main loop applies it at its next frame. Nothing here touches the GPU.

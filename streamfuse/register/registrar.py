@@ -58,7 +58,7 @@ class RegistrationConfig:
     refine: bool = False
     #: Seconds between two background estimates.
     refine_every_s: float = 10.0
-    #: Least confidence (0..1, see calibrate/targetfree.py) an estimate needs to be applied.
+    #: Least confidence (0..1, see targetfree.py) an estimate needs to be applied.
     refine_min_confidence: float = 0.3
     #: Largest correction applied, in visible pixels at the IR frame's corners: a bigger jump
     #: is a wrong match, not drift.

@@ -4,7 +4,7 @@ Both read a live `pipeline.RunReport` from another thread. Every counter there h
 writer and is read without a lock, so a scrape may be a frame behind; that is fine for
 monitoring. Counters that other parts of the pipeline add later (source reconnects, stale and
 duplicate frames, the semantic prior's age) are published when the report has them.
-(The fusion quality measures are another module: `fusion_metrics.py`.)
+(The fusion quality measures are another thing: `streamfuse.quality.measures`.)
 """
 from __future__ import annotations
 

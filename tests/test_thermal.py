@@ -14,10 +14,9 @@ from helpers import REPO, data_path
 from streamfuse.errors import RigError
 from streamfuse.frames import Frame, FramePair
 from streamfuse.fuse import FusionConfig, make_fuser
-from streamfuse.pipeline import RunReport, _process
+from streamfuse.pipeline import Stages, process_pair
 from streamfuse.register.registrar import Registrar
 from streamfuse.rig import load_rig
-from streamfuse.stats import StageTimer
 from streamfuse.thermal import Agc, ThermalConfig, make_agc
 
 FRAME_NS = round(1e9 / 30)
@@ -141,15 +140,15 @@ def test_the_raw_16bit_frame_reaches_fusion_and_the_sinks_unchanged():
     pattern = ((np.arange(w * h, dtype=np.uint32).reshape(h, w) * 37) % 4096 + 20000).astype(np.uint16)
     vis = np.full((h, w, 3), 90, np.uint8)
     pair = FramePair(Frame(pattern, 0, 0, "ir", "gray16", 0), Frame(vis, 0, 0, "vis", "bgr24", 0))
-    report = RunReport(stages={n: StageTimer(n) for n in ("agc", "register", "fuse")})
     agc = make_agc(ThermalConfig(agc="plateau"))
+    stages = Stages(Registrar(np.eye(3), (w, h), (w, h)), agc)
     fuser = make_fuser(FusionConfig(mode="alpha", palette="white-hot", strength=1.0))
-    out = _process(pair, Registrar(np.eye(3), (w, h), (w, h)), fuser, report, "fused", agc)
+    out = process_pair(pair, stages, fuser, "fused", 0)
     assert out.pair.ir.image is pattern and out.pair.ir.image.dtype == np.uint16
     np.testing.assert_array_equal(out.pair.ir.image,
                                   ((np.arange(w * h).reshape(h, w) * 37) % 4096 + 20000))
     np.testing.assert_array_equal(out.image[..., 0], agc.apply(pattern))   # white-hot at full strength
-    assert report.stages["agc"].count == 1
+    assert stages.timers["agc"].count == 1
 
 
 def test_agc_settings_are_checked_when_the_rig_loads(tmp_path):
