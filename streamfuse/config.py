@@ -17,6 +17,14 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
+
+#: Limits of a config file (rig, calibration): far above any real one, far below what hangs.
+MAX_YAML_BYTES = 1 << 20
+MAX_YAML_DEPTH = 32
+#: Nodes after expanding aliases: a handful of anchors is fine, an alias bomb is not.
+MAX_YAML_NODES = 100_000
+
 
 class ConfigError(ValueError):
     """A value in a config mapping is wrong; `key` is its dotted path."""
@@ -25,6 +33,58 @@ class ConfigError(ValueError):
         super().__init__(f"{key}: {message}" if key else message)
         self.key = key
         self.message = message
+
+
+class YamlError(ValueError):
+    """A config file that is not YAML, or is YAML beyond the limits above; one line."""
+
+
+def read_yaml(path: Path) -> Any:
+    """Parse a config file with YAML's safe loader, within MAX_YAML_BYTES, MAX_YAML_DEPTH and
+    MAX_YAML_NODES (aliases expanded); YamlError saying which limit or where the syntax broke."""
+    if not path.is_file():
+        raise YamlError("not a regular file")
+    if path.stat().st_size > MAX_YAML_BYTES:
+        raise YamlError(f"larger than {MAX_YAML_BYTES >> 10} KiB; a config file is a few lines")
+    try:
+        loader = yaml.SafeLoader(path.read_text())
+        try:
+            node = loader.get_single_node()
+            if node is None:
+                return None
+            _check_size(node)
+            return loader.construct_document(node)
+        finally:
+            loader.dispose()
+    except RecursionError:
+        raise YamlError(f"nested more than {MAX_YAML_DEPTH} levels deep") from None
+    except OSError as exc:  # e.g. /proc/self/mem: a regular file that cannot be read
+        raise YamlError(f"cannot be read ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise YamlError(f"not valid YAML{where}; fix the syntax (indentation, colons, quotes)") from None
+
+
+def _check_size(root: yaml.Node) -> None:
+    """YamlError if `root` nests deeper than MAX_YAML_DEPTH or expands to over MAX_YAML_NODES
+    nodes (a shared node counts each time it is used, as it will be once constructed)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_YAML_DEPTH:
+            raise YamlError(f"nested more than {MAX_YAML_DEPTH} levels deep")
+        if id(node) in sizes:
+            return sizes[id(node)]
+        children = node.value if isinstance(node, yaml.SequenceNode) else \
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else []
+        total = 1 + sum(size(child, depth + 1) for child in children)
+        if total > MAX_YAML_NODES:
+            raise YamlError(f"expands to over {MAX_YAML_NODES} values (aliases of aliases?)")
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
 
 
 def build(cls: type, data: Any, where: str = "") -> Any:

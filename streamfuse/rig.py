@@ -22,13 +22,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 
 from streamfuse.capture import SOURCE_TYPES, SourceConfig
 from streamfuse.capture.liveness import LiveConfig
 from streamfuse.capture.replay import ReplayConfig
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
-from streamfuse.config import ConfigError, build, check_range, suggest
+from streamfuse.config import ConfigError, YamlError, build, check_range, read_yaml, suggest
 from streamfuse.errors import RigError
 from streamfuse.fuse import FusionConfig
 from streamfuse.priors.config import PriorConfig, resolve_paths
@@ -91,11 +90,9 @@ def load_rig(path: str | Path) -> RigConfig:
     if not path.is_file():
         raise RigError(f"{path}: rig file not found; give the path of a rig YAML file (see rigs/)")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise RigError(f"{path}: not valid YAML{where}; fix the syntax (indentation, colons, quotes)") from None
+        data = read_yaml(path)
+    except YamlError as exc:
+        raise RigError(f"{path}: {exc}") from None
     try:
         return _parse(path, data)
     except ConfigError as exc:
@@ -166,7 +163,7 @@ def _typed(types: dict[str, type], data: object, where: str):
     if not isinstance(data, dict) or "type" not in data:
         raise ConfigError(where, f"expected a mapping with a `type:` ({' | '.join(types)})")
     kind = data["type"]
-    if kind not in types:
+    if not isinstance(kind, str) or kind not in types:
         raise ConfigError(f"{where}.type", f"unknown type {kind!r}; expected one of {', '.join(types)}")
     return build(types[kind], data, where)
 

@@ -150,6 +150,9 @@ def _text(text):
     return lambda data, tmp: text
 
 
+#: Nine levels of nine aliases each: 9**9 names once expanded (the "billion laughs").
+_ALIAS_BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)) + "name: *a9\n"
 SINGULAR = [[1.0, 2.0, 3.0], [2.0, 4.0, 6.0], [0.0, 0.0, 1.0]]   # row 2 = 2 x row 1
 TWO_BY_THREE = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]
 
@@ -177,6 +180,13 @@ CASES = [
     ("yaml-syntax-error", _text("name: demo\ncalibration: null\n\tsync: 1\n"),
      ["{rig}", "not valid YAML", "line 3"], True),
     ("empty-file", _text(""), ["{rig}", "expected a mapping", "sources"], True),
+    ("alias-bomb", lambda data, tmp: _ALIAS_BOMB + yaml.safe_dump(data, sort_keys=False),
+     ["{rig}", "expands to over"], True),
+    ("nested-too-deep", lambda data, tmp: "junk: " + "[" * 3000 + "]" * 3000 + "\n", ["{rig}", "nested more than"], True),
+    ("too-large", lambda data, tmp: "# " + "x" * (2 << 20) + "\n", ["{rig}", "larger than"], True),
+    ("calibration-unreadable", _setting("calibration", "/proc/self/mem"), ["/proc/self/mem", "cannot be read"], True),
+    ("unhashable-source-type", _setting("sources.ir.type", {"a": 1}), ["{rig}", "sources.ir.type", "unknown type"], True),
+    ("unhashable-sink-type", _setting("sinks", [{"type": []}]), ["{rig}", "sinks[0].type", "unknown type"], True),
     ("list-at-top-level", _text("- name: demo\n- sources: {}\n"), ["{rig}", "expected a mapping", "sources"], False),
     ("sink-folder-missing", _missing_sink_folder, ["{rig}", "sinks[0].path", "{tmp}/no-such-folder", "does not exist"],
      True),

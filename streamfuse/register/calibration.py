@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from streamfuse.config import YamlError, read_yaml
 from streamfuse.errors import RigError, UsageError
 from streamfuse.register.geometry import (
     DISTANCE_PRESETS,
@@ -55,9 +56,9 @@ def load_calibration(path: Path) -> Calibration:
         raise RigError(f"{path}: calibration file not found; fix `calibration:` in the rig "
                        "or create it (see calibration/README.md)")
     try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise RigError(f"{path}: not valid YAML ({_yaml_where(exc)})") from None
+        data = read_yaml(path)
+    except YamlError as exc:
+        raise RigError(f"{path}: {exc}") from None
     if not isinstance(data, dict):
         raise RigError(f"{path}: expected a mapping with keys {sorted(CALIBRATION_KEYS)}")
     unknown = set(data) - CALIBRATION_KEYS
@@ -128,12 +129,6 @@ def _parallax(data: object) -> ParallaxModel:
     dist_shapes = [(4,), (5,)]   # k1, k2, p1, p2[, k3]
     return ParallaxModel(K_ir, K_vis, u @ vt, array("t_vis_from_ir", [(3,)]),
                          array("dist_ir", dist_shapes, False), array("dist_vis", dist_shapes, False), float(distance))
-
-
-def _yaml_where(exc: Exception) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or ("not text" if isinstance(exc, UnicodeDecodeError) else "syntax error")
-    return f"{problem} at line {mark.line + 1}" if mark else problem
 
 
 def write_calibration(path: Path, H_vis_from_ir: np.ndarray, ir_size: tuple[int, int], vis_size: tuple[int, int],
