@@ -8,7 +8,10 @@ import dataclasses
 import http.client
 import json
 import os
+import re
 import shlex
+import socket
+import struct
 import subprocess
 import tempfile
 import threading
@@ -24,6 +27,7 @@ from streamfuse.errors import UsageError
 from streamfuse.pipeline import run
 from streamfuse.rig import load_rig
 from streamfuse.sinks import MonitorSinkConfig, Mp4SinkConfig
+from streamfuse.sinks.monitor import CSRF_HEADER
 
 TOKEN = "test-token-1234"
 
@@ -135,17 +139,78 @@ def test_only_the_app_is_served(tmp_path):
         assert status == 200 and b"<title>streamfuse monitor</title>" in body
 
 
+def _csrf(port: int) -> str:
+    """The CSRF token the monitor's page carries (what its script sends back)."""
+    page = get(f"http://127.0.0.1:{port}/")[1].decode()
+    return re.search(r'<meta name="csrf" content="([^"]+)">', page).group(1)
+
+
+def _post(port: int, body, headers: dict) -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn.request("POST", "/control", body=body, headers=headers)
+    response = conn.getresponse()
+    return response.status, response.read()
+
+
+def test_other_pages_and_hosts_cannot_drive_or_read_the_monitor(tmp_path):
+    port = free_port()
+    controls = Controls(load_rig(REPO / "rigs/demo.yaml").fusion)
+    with running(_rig(tmp_path, MonitorSinkConfig(port=port)), controls=controls):
+        _wait_for(f"http://127.0.0.1:{port}/health")
+        csrf = _csrf(port)
+        own = {"Content-Type": "application/json", CSRF_HEADER: csrf}
+        body = b'{"strength": 0.9}'
+        # What a page on another site can send: a "simple" POST, no custom header.
+        assert _post(port, body, {"Content-Type": "text/plain", "Origin": "http://evil.example"})[0] == 403
+        assert _post(port, body, {"Content-Type": "application/json"})[0] == 403          # no CSRF token
+        assert _post(port, body, {**own, "Origin": "http://evil.example"})[0] == 403      # foreign origin
+        assert _post(port, body, {**own, CSRF_HEADER: "x" * len(csrf)})[0] == 403          # wrong token
+        assert controls.settings.strength == 0.5                                           # nothing changed
+        # DNS rebinding: the right address under a foreign name is refused, reads included.
+        for path in ("/stats.json", "/", "/metrics"):
+            assert get(f"http://127.0.0.1:{port}{path}", Host=f"evil.example:{port}")[0] == 421, path
+        assert _post(port, body, {**own, "Host": "evil.example"})[0] == 421
+        # Bodies: too deep, too large, not flat.
+        assert _post(port, b"[" * 2000 + b"]" * 2000, own)[0] == 400
+        assert _post(port, b'{"mode": "' + b"m" * 5000 + b'"}', own)[0] == 400
+        assert _post(port, b'{"mode": {"a": 1}}', own)[0] == 400
+        # The monitor's own page (same origin, its token) still works, also under localhost.
+        assert _post(port, body, {**own, "Origin": f"http://127.0.0.1:{port}"})[0] == 200
+        assert get(f"http://127.0.0.1:{port}/stats.json", Host=f"localhost:{port}")[0] == 200
+        assert controls.settings.strength == 0.9
+
+
+def test_viewers_that_hang_up_are_counted_not_printed(tmp_path, capfd):
+    port = free_port()
+    with running(_rig(tmp_path, MonitorSinkConfig(port=port))):
+        _wait_for(f"http://127.0.0.1:{port}/health")
+        time.sleep(0.5)  # a picture to snapshot
+        for _ in range(8):  # ask for a large answer, then reset the connection before reading it
+            with socket.create_connection(("127.0.0.1", port)) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+                s.sendall(f"GET /snapshot.png HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        deadline = time.monotonic() + 10
+        errors = 0.0
+        while time.monotonic() < deadline and not errors:
+            time.sleep(0.3)
+            text = get(f"http://127.0.0.1:{port}/metrics")[1].decode()
+            errors = float(re.search(r"^streamfuse_monitor_errors_total (\S+)$", text, re.M).group(1))
+        assert errors >= 1
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_controls_change_the_fusion_and_bad_values_are_refused(tmp_path):
     port = free_port()
     controls = Controls(load_rig(REPO / "rigs/demo.yaml").fusion)
     with running(_rig(tmp_path, MonitorSinkConfig(port=port)), controls=controls):
         _wait_for(f"http://127.0.0.1:{port}/health")
 
+        csrf = _csrf(port)
+
         def post(body: dict) -> tuple[int, dict]:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            conn.request("POST", "/control", body=json.dumps(body), headers={"Content-Type": "application/json"})
-            response = conn.getresponse()
-            return response.status, json.loads(response.read())
+            status, answer = _post(port, json.dumps(body), {"Content-Type": "application/json", CSRF_HEADER: csrf})
+            return status, json.loads(answer)
 
         status, answer = post({"mode": "msx", "strength": 0.8, "view": "side-by-side"})
         assert status == 200 and answer["settings"]["mode"] == "msx"

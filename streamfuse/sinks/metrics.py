@@ -69,9 +69,9 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def prometheus_text(report, settings=None, viewers: int = 0) -> str:
-    """All metrics of a live or finished RunReport, with the live `settings` and the number
-    of browser viewers."""
+def prometheus_text(report, settings=None, viewers: int = 0, monitor_errors: int = 0) -> str:
+    """All metrics of a live or finished RunReport, with the live `settings`, the number of
+    browser viewers and the monitor's failed requests."""
     w = _Writer()
     w.metric("streamfuse_frames_total", "counter", "Fused frames handed to the sinks.", report.frames)
     w.metric("streamfuse_pairs_total", "counter", "IR/visible pairs made.", report.sync.pairs)
@@ -97,6 +97,8 @@ def prometheus_text(report, settings=None, viewers: int = 0) -> str:
         w.metric("streamfuse_prior_refreshes_total", "counter", "Semantic prior refreshes.",
                  getattr(report, "prior_refreshes", 0))
     w.metric("streamfuse_monitor_viewers", "gauge", "Browsers watching the live picture.", viewers)
+    w.metric("streamfuse_monitor_errors_total", "counter",
+             "Monitor requests that failed (a viewer hung up, a broken request).", monitor_errors)
     if settings is not None:
         w.metric("streamfuse_settings_info", "gauge", "The live fusion settings (value always 1).", 1,
                  mode=settings.mode, view=settings.view, palette=settings.palette)

@@ -19,6 +19,19 @@ can reach a file). On loopback no token is needed; binding to any other address 
 (`token`, `--token` or STREAMFUSE_TOKEN), and every request must then carry it, as
 `Authorization: Bearer TOKEN`, a `?token=TOKEN` query (the page then keeps it in a cookie)
 or that cookie; anything else gets 401.
+
+Other web pages. A page the operator has open elsewhere must not drive the monitor:
+- Requests whose `Host` is not a name the server is bound to (or localhost) get 421, so a
+  DNS-rebinding page cannot read `/stats.json` either. (Bound to a wildcard address, any
+  Host is accepted: that needs a token anyway.)
+- `POST /control` changes what is recorded, so it also needs an `Origin` (when the browser
+  sends one) of this very host, a JSON content type, and either the bearer token or the
+  page's own CSRF token in the `X-Streamfuse-CSRF` header (a custom header, which no other
+  origin can send without a preflight this server never grants). Else 403.
+- Bodies are flat JSON objects of at most MAX_BODY bytes; anything else (a 2000-level nest too)
+  gets 400.
+- A request thread that fails (a viewer that hung up, a malformed request) is counted
+  (`streamfuse_monitor_errors_total`) and otherwise silent: no traceback on the console.
 """
 from __future__ import annotations
 
@@ -30,6 +43,7 @@ import json
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
 import time
@@ -58,8 +72,12 @@ VIEWER_IDLE_S = 3.0
 HEALTH_STALE_S = 5.0
 #: A connection that cannot take data for this long is dropped.
 SOCKET_TIMEOUT_S = 10.0
-#: Largest POST /control body accepted.
+#: Largest POST /control body accepted (a flat JSON object of settings).
 MAX_BODY = 4096
+#: The header that carries the page's CSRF token on POST /control.
+CSRF_HEADER = "X-Streamfuse-CSRF"
+#: Where the page's CSRF token is written into the page when it is served.
+CSRF_PLACEHOLDER = b"{{csrf}}"
 #: Tokens travel in URLs and cookies: URL-safe characters only.
 TOKEN_PATTERN = re.compile(r"[A-Za-z0-9._~-]{8,}")
 
@@ -141,6 +159,7 @@ class MonitorSink(Sink):
         self._last_frame_at = 0.0
         self._last_encode = 0.0
         self._server: _Server | None = None
+        self._errors_at_close = 0
 
     def open(self, info: StreamInfo) -> None:
         host = self.cfg.host
@@ -158,7 +177,9 @@ class MonitorSink(Sink):
         except OSError as exc:
             raise UsageError(f"monitor: cannot listen on {host}:{self.cfg.port} ({exc.strerror or exc}); "
                              f"pick another port or address") from None
-        self._server.sink, self._server.page = self, page
+        self.csrf = secrets.token_urlsafe(24)
+        self._server.sink, self._server.page = self, page.replace(CSRF_PLACEHOLDER, self.csrf.encode())
+        self._server.hosts = _allowed_hosts(host)
         port = self._server.server_address[1]
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{port}/"
@@ -181,13 +202,19 @@ class MonitorSink(Sink):
         server, self._server = self._server, None
         if server is None:
             return
+        self._errors_at_close = server.errors
         self.feed.close()  # wakes the viewer threads, which then end
         server.shutdown()
         server.server_close()
         self._thread.join(2.0)
 
+    @property
+    def errors(self) -> int:
+        """Request threads that failed (counted, not printed)."""
+        return self._server.errors if self._server is not None else self._errors_at_close
+
     def state(self) -> dict[str, float]:
-        return {"viewers": self.feed.viewers()}
+        return {"viewers": self.feed.viewers(), "errors": self.errors}
 
     def health(self) -> tuple[int, dict]:
         if self.latest is None:
@@ -198,11 +225,35 @@ class MonitorSink(Sink):
                                                   self.report is not None else 0, "last_frame_age_s": round(age, 2)}
 
 
+def _allowed_hosts(bound: str) -> frozenset[str] | None:
+    """The Host names (without port) requests may carry; None for a wildcard address."""
+    if bound in ("0.0.0.0", "::", ""):
+        return None
+    return frozenset({bound.lower(), "localhost", "127.0.0.1", "::1"})
+
+
+def _host_name(host_header: str) -> str:
+    """The name of a Host header without its port ("[::1]:8080" -> "::1")."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     sink: MonitorSink
     page: bytes
+    hosts: frozenset[str] | None = None
+    errors = 0
+    _errors_lock = threading.Lock()
+
+    def handle_error(self, request, client_address) -> None:
+        """A request thread failed (a viewer hung up mid-answer, a broken request): count it
+        quietly instead of printing a traceback over the progress line."""
+        with self._errors_lock:
+            self.errors += 1
 
 
 class _Server6(_Server):
@@ -221,7 +272,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         parts = urlsplit(self.path)
         query = parse_qs(parts.query)
-        if not self._authorized(query):
+        if not self._host_allowed() or not self._authorized(query):
             return
         routes = {"/": self._page, "/index.html": self._page, "/frame.jpg": self._frame,
                   "/stream.mjpg": self._stream, "/snapshot.png": self._snapshot, "/stats.json": self._stats,
@@ -233,11 +284,38 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def do_POST(self):
         parts = urlsplit(self.path)
-        if not self._authorized(parse_qs(parts.query)):
+        if not self._host_allowed() or not self._authorized(parse_qs(parts.query)):
             return
         if parts.path != "/control":
             return self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain")
+        problem = self._cross_site_problem()
+        if problem:
+            return self._json(HTTPStatus.FORBIDDEN, {"error": problem})
         self._control()
+
+    def _host_allowed(self) -> bool:
+        hosts = self.server.hosts
+        if hosts is None or _host_name(self.headers.get("Host", "")) in hosts:
+            return True
+        self.close_connection = True
+        self._send(HTTPStatus.MISDIRECTED_REQUEST, b"unknown Host: open the monitor by its own address\n",
+                   "text/plain")
+        return False
+
+    def _cross_site_problem(self) -> str:
+        """Why this POST may come from another web page ('' when it is the monitor's own)."""
+        origin = self.headers.get("Origin")
+        if origin is not None and urlsplit(origin).netloc.lower() != self.headers.get("Host", "").strip().lower():
+            return f"cross-site request from {origin[:100]} refused"
+        if self.headers.get("Content-Type", "").split(";")[0].strip().lower() != "application/json":
+            return "expected Content-Type: application/json"
+        sink = self.server.sink
+        auth = self.headers.get("Authorization", "")
+        offered = [self.headers.get(CSRF_HEADER, "")] + ([auth[7:].strip()] if auth.startswith("Bearer ") else [])
+        expected = [sink.csrf] + ([sink.token] if sink.token else [])
+        if any(o and hmac.compare_digest(o.encode(), e.encode()) for o in offered for e in expected):
+            return ""
+        return f"a change needs the page's {CSRF_HEADER} header (or the bearer token)"
 
     def _authorized(self, query: dict) -> bool:
         token = self.server.sink.token
@@ -335,7 +413,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _metrics(self, query: dict) -> None:
         sink = self.server.sink
         settings = sink.controls.settings if sink.controls is not None else None
-        text = prometheus_text(sink.report, settings, sink.feed.viewers()) if sink.report is not None else ""
+        text = prometheus_text(sink.report, settings, sink.feed.viewers(), sink.errors) if sink.report is not None else ""
         self._send(HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _control(self) -> None:
@@ -350,9 +428,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._json(HTTPStatus.BAD_REQUEST, {"error": f"expected a JSON body of 1 to {MAX_BODY} bytes"})
         try:
             changes = json.loads(self.rfile.read(length))
-            if not isinstance(changes, dict):
-                raise ValueError("expected a JSON object, e.g. {\"mode\": \"msx\"}")
+            if not isinstance(changes, dict) or any(isinstance(v, (dict, list)) for v in changes.values()):
+                raise ValueError("expected a flat JSON object, e.g. {\"mode\": \"msx\"}")
             controls.update(**changes)
+        except RecursionError:
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": "expected a flat JSON object"})
         except (ValueError, TypeError) as exc:
-            return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+            return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)[:200]})
         self._json(HTTPStatus.OK, {"settings": controls.describe()})
