@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import stat
 import types
 import typing
 from pathlib import Path
@@ -39,11 +40,30 @@ class YamlError(ValueError):
     """A config file that is not YAML, or is YAML beyond the limits above; one line."""
 
 
+def not_regular(path: Path) -> str:
+    """Why `path` cannot be read as an ordinary file ('' when it can): missing, a folder, a FIFO
+    or device (which would block or never end), or a kernel file under /proc or /sys."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return "not found"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or exc})"
+    if stat.S_ISDIR(mode):
+        return "a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "a FIFO, socket or device, not a regular file"
+    if path.resolve().parts[1:2] in (("proc",), ("sys",)):
+        return "a kernel file (/proc, /sys), not a regular file"
+    return ""
+
+
 def read_yaml(path: Path) -> Any:
     """Parse a config file with YAML's safe loader, within MAX_YAML_BYTES, MAX_YAML_DEPTH and
     MAX_YAML_NODES (aliases expanded); YamlError saying which limit or where the syntax broke."""
-    if not path.is_file():
-        raise YamlError("not a regular file")
+    problem = not_regular(path)
+    if problem:
+        raise YamlError(problem)
     if path.stat().st_size > MAX_YAML_BYTES:
         raise YamlError(f"larger than {MAX_YAML_BYTES >> 10} KiB; a config file is a few lines")
     try:
@@ -118,6 +138,19 @@ def _is_required(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
+def file_path(value: Any, where: str) -> Path:
+    """A path the operating system can take (text, no NUL byte, names of at most 255 bytes),
+    or ConfigError at `where`. Whether the file exists is the caller's business."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(where, f"expected a file path, got {_describe(value)}")
+    if "\0" in value:
+        raise ConfigError(where, "a file path cannot hold a NUL byte")
+    if len(value.encode("utf-8", "surrogateescape")) > 4095 or any(
+            len(part.encode("utf-8", "surrogateescape")) > 255 for part in value.split("/")):
+        raise ConfigError(where, "file name too long (at most 255 bytes a name, 4095 in all)")
+    return Path(value)
+
+
 def _convert(hint: Any, value: Any, path: str) -> Any:
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
@@ -125,6 +158,9 @@ def _convert(hint: Any, value: Any, path: str) -> Any:
         if value is None and type(None) in args:
             return None
         inner = [a for a in args if a is not type(None)]
+        if isinstance(value, dict) and any(dataclasses.is_dataclass(a) for a in inner):
+            # A mapping can only be meant for the config class: its own error, key path and all.
+            return _convert(next(a for a in inner if dataclasses.is_dataclass(a)), value, path)
         errors = []
         for option in inner:  # the first type that takes the value wins, e.g. int | str
             try:
@@ -167,9 +203,7 @@ def _convert_scalar(hint: Any, value: Any, path: str) -> Any:
             raise ConfigError(path, f"expected text, got {_describe(value)}")
         return value
     if hint is Path:
-        if not isinstance(value, str) or not value:
-            raise ConfigError(path, f"expected a file path, got {_describe(value)}")
-        return Path(value)
+        return file_path(value, path)
     if hint is Any:
         return value
     raise TypeError(f"unsupported config field type {hint!r} at {path}")

@@ -28,3 +28,14 @@ class SourceError(UsageError):
 
 class RuntimeFailure(StreamfuseError):
     """The pipeline ran and then failed (a corrupt video, a full disk, a dead camera)."""
+
+
+#: Words of an error line longer than this (an echoed 100 KB value) are cut.
+MAX_WORD = 100
+
+
+def one_line(message: str) -> str:
+    """`message` as the single readable line the CLI prints: line breaks become spaces and
+    any over-long word (an echoed value) is cut to its start and its length."""
+    words = " ".join(message.split()).split(" ")
+    return " ".join(w if len(w) <= MAX_WORD else f"{w[:60]}...({len(w)} characters)" for w in words)

@@ -27,7 +27,7 @@ from streamfuse.capture import SOURCE_TYPES, SourceConfig
 from streamfuse.capture.liveness import LiveConfig
 from streamfuse.capture.replay import ReplayConfig
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
-from streamfuse.config import ConfigError, YamlError, build, check_range, read_yaml, suggest
+from streamfuse.config import ConfigError, YamlError, build, check_range, file_path, not_regular, read_yaml, suggest
 from streamfuse.errors import RigError
 from streamfuse.fuse import FusionConfig
 from streamfuse.priors.config import PriorConfig, resolve_paths
@@ -36,6 +36,8 @@ from streamfuse.register.registrar import RegistrationConfig
 from streamfuse.sinks import SINK_TYPES, Mp4SinkConfig, SinkConfig
 from streamfuse.thermal import ThermalConfig
 
+#: Fast replay: stamps of the two cameras further apart than this would never pair in practice.
+MAX_FAST_SKEW_MS = 10_000.0
 TOP_LEVEL_KEYS = ("name", "sources", "scene", "calibration", "registration", "sync", "fusion", "sinks", "priors",
                   "live", "thermal")
 
@@ -108,11 +110,19 @@ def _parse(path: Path, data: object) -> RigConfig:
                                         f"allowed at the top level: {', '.join(TOP_LEVEL_KEYS)}")
     base = path.parent
     sources = data.get("sources")
-    if not isinstance(sources, dict) or set(sources) != {"ir", "vis"}:
+    if not isinstance(sources, dict):
         raise ConfigError("sources", "expected a mapping with exactly two entries, ir: and vis:")
+    for key in sources:
+        if key not in ("ir", "vis"):
+            raise ConfigError(f"sources.{key}", f"unknown key{suggest(str(key), ('ir', 'vis'))}; "
+                                                f"sources has exactly two entries, ir: and vis:")
+    for key in ("ir", "vis"):
+        if key not in sources:
+            raise ConfigError(f"sources.{key}", "missing; sources has exactly two entries, ir: and vis:")
     ir = _resolve(base, _source(sources["ir"], "sources.ir"), "sources.ir")
     vis = _resolve(base, _source(sources["vis"], "sources.vis"), "sources.vis")
     _check_pair(ir, vis)
+    _check_clocks(ir, vis, build(LiveConfig, _section(data, "live", {}), "live"))
     if "calibration" not in data:
         raise ConfigError("calibration", "missing; name the calibration file, or write `calibration: null` "
                                          "if the two cameras already see the same pixels")
@@ -120,8 +130,11 @@ def _parse(path: Path, data: object) -> RigConfig:
     if data["calibration"] is not None:
         if not isinstance(data["calibration"], str):
             raise ConfigError("calibration", "expected a file path or null")
-        cal_path = base / data["calibration"]
-        cal = load_calibration(cal_path)
+        cal_path = base / file_path(data["calibration"], "calibration")
+        try:
+            cal = load_calibration(cal_path)
+        except RigError as exc:
+            raise ConfigError("calibration", str(exc)) from None
         _check_sizes(ir, vis, cal, cal_path)
     sinks = _section(data, "sinks", [])
     if not isinstance(sinks, list):
@@ -175,6 +188,10 @@ def _resolve(base: Path, cfg, where: str):
     path = cfg.path if cfg.path.is_absolute() else base / cfg.path
     if isinstance(cfg, ReplayConfig) and not path.exists():
         raise ConfigError(f"{where}.path", f"{path} does not exist; fix the path (relative to the rig file)")
+    if isinstance(cfg, ReplayConfig) and not path.is_dir() and not_regular(path):
+        raise ConfigError(f"{where}.path", f"{path} is {not_regular(path)}; give a video file or a folder of images")
+    if isinstance(cfg, Mp4SinkConfig) and path.exists() and not_regular(path) not in ("", "not found"):
+        raise ConfigError(f"{where}.path", f"{path} is {not_regular(path)}; give the path of a new or ordinary file")
     if isinstance(cfg, Mp4SinkConfig) and not path.parent.is_dir():
         raise ConfigError(f"{where}.path", f"folder {path.parent} does not exist; create it or change the path")
     return dataclasses.replace(cfg, path=path)
@@ -189,6 +206,22 @@ def _check_pair(ir: SourceConfig, vis: SourceConfig) -> None:
         raise ConfigError("sources.vis.pixel_format", "a visible source delivers bgr24 (use auto)")
     if _paced(ir) != _paced(vis):
         raise ConfigError("sources", "both sources must use the same pace (both live/recorded, or both fast)")
+
+
+def _check_clocks(ir: SourceConfig, vis: SourceConfig, live: LiveConfig) -> None:
+    """Refuse stated clock offsets and latencies that keep the two cameras' stamps so far apart
+    that a rig would run and fuse nothing: paced, one camera's frames would all be stale (older
+    than live.max_age_ms); fast, the merge would work through MAX_FAST_SKEW_MS of one camera
+    before the other's first frame."""
+    def shift_ms(cfg) -> float:  # how far the source's stamps sit after the true capture time
+        return getattr(cfg, "clock_offset_ms", 0.0) - getattr(cfg, "latency_ms", 0.0)
+
+    skew = shift_ms(ir) - shift_ms(vis)
+    limit, why = (live.max_age_ms, "live.max_age_ms") if _paced(ir) else (MAX_FAST_SKEW_MS, "a fast replay's limit")
+    if abs(skew) > limit:
+        raise ConfigError("sources", f"the IR frames are stamped {skew:+.0f} ms from the visible ones "
+                                     f"(clock_offset_ms - latency_ms), beyond {why} ({limit:g} ms): no pair "
+                                     f"would form; fix the offsets or latencies")
 
 
 def _check_sizes(ir: SourceConfig, vis: SourceConfig, cal: Calibration, cal_path: Path) -> None:

@@ -150,6 +150,18 @@ def _text(text):
     return lambda data, tmp: text
 
 
+def _fifo(tmp: Path) -> Path:
+    path = tmp / "camera.fifo"
+    if not path.exists():
+        os.mkfifo(path)
+    return path
+
+
+def _replay_from(data: dict, path: Path) -> dict:
+    data["sources"] = {"ir": {"type": "replay", "path": str(path)}, "vis": {"type": "replay", "path": str(path)}}
+    return data
+
+
 #: Nine levels of nine aliases each: 9**9 names once expanded (the "billion laughs").
 _ALIAS_BOMB = "a0: &a0 [x, x, x, x, x, x, x, x, x]\n" + "".join(
     f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]\n" for i in range(1, 10)) + "name: *a9\n"
@@ -184,7 +196,18 @@ CASES = [
      ["{rig}", "expands to over"], True),
     ("nested-too-deep", lambda data, tmp: "junk: " + "[" * 3000 + "]" * 3000 + "\n", ["{rig}", "nested more than"], True),
     ("too-large", lambda data, tmp: "# " + "x" * (2 << 20) + "\n", ["{rig}", "larger than"], True),
-    ("calibration-unreadable", _setting("calibration", "/proc/self/mem"), ["/proc/self/mem", "cannot be read"], True),
+    ("negative-seed", _setting("scene.seed", -1), ["{rig}", "scene.seed", "from 0"], True),
+    ("nul-in-sink-path", _setting("sinks", [{"type": "mp4", "path": "a\x00b.mp4"}]), ["{rig}", "sinks[0].path", "NUL"],
+     True),
+    ("name-too-long", _setting("calibration", "x" * 300 + ".yaml"), ["{rig}", "calibration", "too long"], True),
+    ("fifo-replay-path", lambda data, tmp: _replay_from(data, _fifo(tmp)), ["{rig}", "sources.ir.path", "FIFO"], True),
+    ("clocks-never-pair", _setting("sources.vis.clock_offset_ms", -1_000_000),
+     ["{rig}", "sources", "no pair would form"], True),
+    ("unknown-source-role", _setting("sources.thermal", {"type": "synthetic"}), ["{rig}", "sources.thermal", "unknown key"],
+     True),
+    ("unknown-prompt-key", _setting("priors", {"prompts": [{"text": "person", "colour": 1}]}),
+     ["{rig}", "priors.prompts[0].colour", "unknown key", "text, weight"], True),
+    ("calibration-unreadable", _setting("calibration", "/proc/self/mem"), ["{rig}", "/proc/self/mem", "kernel file"], True),
     ("unhashable-source-type", _setting("sources.ir.type", {"a": 1}), ["{rig}", "sources.ir.type", "unknown type"], True),
     ("unhashable-sink-type", _setting("sinks", [{"type": []}]), ["{rig}", "sinks[0].type", "unknown type"], True),
     ("list-at-top-level", _text("- name: demo\n- sources: {}\n"), ["{rig}", "expected a mapping", "sources"], False),

@@ -34,6 +34,7 @@ class SceneConfig:
     vehicles: int = 2
 
     def __post_init__(self):
+        check_range("seed", self.seed, 0, 2 ** 31 - 1)
         check_range("people", self.people, 0, 50)
         check_range("vehicles", self.vehicles, 0, 20)
 
@@ -57,6 +58,8 @@ class SyntheticConfig:
 
     def __post_init__(self):
         check_range("fps", self.fps, 0.1, 1000)
+        check_range("clock_offset_ms", self.clock_offset_ms, -3_600_000, 3_600_000)
+        check_range("latency_ms", self.latency_ms, 0, 60_000)
         if min(self.size) < 16 or max(self.size) > 8192:
             raise ValueError(f"size: expected [width, height] from 16 to 8192, got {list(self.size)}")
 

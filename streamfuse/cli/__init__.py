@@ -16,7 +16,7 @@ import sys
 
 from streamfuse.cli import bench, calibrate, eval, models, run, stills, train
 from streamfuse.cli.run import EPILOG
-from streamfuse.errors import StreamfuseError
+from streamfuse.errors import StreamfuseError, one_line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except StreamfuseError as exc:
-        print(f"streamfuse: error: {exc}", file=sys.stderr)
+        print(f"streamfuse: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("streamfuse: interrupted", file=sys.stderr)

@@ -1,6 +1,7 @@
 """`streamfuse run`, `check` and `devices`: a rig's main job, its validation, and the cameras here."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -41,7 +42,27 @@ def add_parsers(sub) -> None:
     d.set_defaults(handler=_cmd_devices)
 
 
+@contextlib.contextmanager
+def naming(rig_path: Path):
+    """Usage errors raised inside name the rig file they come from (a calibration, a source,
+    a sink of it), unless they already do or are about a command-line option."""
+    try:
+        yield
+    except UsageError as exc:
+        text = str(exc)
+        if str(rig_path) in text or text.startswith("--"):
+            raise
+        named = type(exc)(f"{rig_path}: {text}")
+        named.report = getattr(exc, "report", None)
+        raise named from None
+
+
 def _cmd_run(args) -> int:
+    with naming(args.rig):
+        return _run(args)
+
+
+def _run(args) -> int:
     from streamfuse.cli.progress import print_summary, progress_printer
     from streamfuse.pipeline import run
     from streamfuse.rig import load_rig
@@ -99,6 +120,11 @@ def _on_signals(stop: threading.Event) -> None:
 
 
 def _cmd_check(args) -> int:
+    with naming(args.rig):
+        return _check(args)
+
+
+def _check(args) -> int:
     from streamfuse.capture import DEVICE_TYPES
     from streamfuse.pipeline import open_rig_sources
     from streamfuse.rig import load_rig

@@ -52,7 +52,7 @@ PARALLAX_KEYS = {"K_ir", "K_vis", "R_vis_from_ir", "t_vis_from_ir", "dist_ir", "
 
 def load_calibration(path: Path) -> Calibration:
     """Read and check a calibration file; RigError (one line) on anything wrong."""
-    if not path.is_file():
+    if not path.exists():
         raise RigError(f"{path}: calibration file not found; fix `calibration:` in the rig "
                        "or create it (see calibration/README.md)")
     try:
