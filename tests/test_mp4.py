@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import os
+import random
 import re
 import signal
 import subprocess
@@ -75,6 +76,39 @@ def test_kill_9_leaves_every_frame_but_about_the_last_second(tmp_path):
     assert written - 25 - 6 <= len(frames) <= written + 10
     assert len(frames) >= 50
     _assert_no_hole(pts)
+
+
+def test_kill_9_at_random_moments_of_segment_rotation_leaves_only_playable_files(tmp_path):
+    """Segments of 1 s of video with the IR archive, flat out, so files rotate several times a
+    second; killed at random moments, every file under a recording name opens and decodes."""
+    rng = random.Random(17)
+    sinks = "[{type: mp4, path: seg.mp4, segment_s: 1, ir_archive: true}]"
+    checked = 0
+    for kill in range(6):
+        folder = tmp_path / f"run{kill}"
+        folder.mkdir()
+        rig = write_demo_rig(folder / "rig.yaml", pace="fast", sinks=sinks)
+        proc = subprocess.Popen([sys.executable, "-m", "streamfuse", "run", str(rig), "--quiet"], cwd=folder,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + 60
+            while not list(folder.glob("seg-*.mp4")) and time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.05)  # recording has begun
+            time.sleep(rng.uniform(0.0, 2.5))
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            proc.kill()
+            stderr = proc.stderr.read().decode()
+        files = sorted(p for p in folder.iterdir() if p.name.startswith("seg-"))
+        assert files, stderr
+        for path in files:
+            frames, pts = _decode(path)
+            assert frames, f"{path.name} ({path.stat().st_size} bytes) holds no frame"
+            checked += 1
+        videos = [p for p in files if p.suffix == ".mp4"]
+        assert all(p.with_name(p.stem + ".ir.mkv") in files for p in videos[:-1])  # each finished one has its IR
+    assert checked >= 12
 
 
 def _assert_no_hole(pts):

@@ -7,6 +7,7 @@ fragment (MP4) or cluster (Matroska) is there, so a file only ever ends on such 
 """
 from __future__ import annotations
 
+import errno
 import os
 import time
 from fractions import Fraction
@@ -92,15 +93,25 @@ class CommittedOutput:
     flush after every packet (`flush_packets`), so the file only ever ends on such a boundary:
     a write that fails half-way (a full disk) is cut back to the last whole one, and what is
     on the disk stays playable to its last frame.
+
+    Until the writer knows the file holds a whole fragment it is written under a hidden name
+    (`partial_path`) and then renamed (`publish`), so a process killed at any moment never
+    leaves an empty or header-only file under the recording's name; a file closed with no
+    frame in it is removed.
     """
 
     def __init__(self, path: Path):
+        if path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(path))
         self.path = path
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        #: Where the bytes go until the file is playable: a hidden name beside `path`.
+        self.partial = partial_path(path)
+        self._fd = os.open(self.partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         self._discard = False
         self._pending = bytearray()
         self._pos = 0   # file offset of the pending bytes
         self._size = 0  # bytes in the file
+        self.published = False
 
     @property
     def bytes(self) -> int:
@@ -136,6 +147,16 @@ class CommittedOutput:
         self._size = max(self._size, self._pos)
         return True
 
+    def publish(self) -> None:
+        """Give the file its real name (durably), once it holds a whole fragment or cluster, so
+        that a file under that name always opens and decodes; a no-op after the first time."""
+        if self.published:
+            return
+        os.fsync(self._fd)
+        os.replace(self.partial, self.path)
+        _sync_folder(self.path.parent)
+        self.published = True
+
     def _write_at(self, offset: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
@@ -149,29 +170,65 @@ class CommittedOutput:
         """Leave the file as it is on the disk: whatever the muxer writes from now on is dropped."""
         self._discard, self._pending = True, bytearray()
 
-    def close(self) -> None:
+    def close(self, keep: bool) -> None:
+        """Close the file: under its real name if `keep` (it holds frames to play), else removed."""
         os.close(self._fd)
+        if not self.published:
+            if keep:
+                os.replace(self.partial, self.path)
+                self.published = True
+            else:
+                self.partial.unlink(missing_ok=True)
+
+
+def partial_path(path: Path) -> Path:
+    """The hidden name a recording file has until it is playable: out.mp4 -> .out.mp4.partial."""
+    return path.with_name(f".{path.name}.partial")
+
+
+def _sync_folder(folder: Path) -> None:
+    """Make a rename in `folder` durable (best effort where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 
 class ContainerFile:
-    """What a video file and the IR archive share: a muxer writing through an `CommittedOutput`."""
+    """What a video file and the IR archive share: a muxer writing through an `CommittedOutput`.
+
+    `frames_in_file`: frames on the disk in whole fragments or clusters, what the file plays if
+    the process dies now; `frames_muxed`: frames handed to the muxer so far."""
 
     out: CommittedOutput
     _container = None
     _stream = None
+    frames_in_file = 0
+    frames_muxed = 0
 
     def close(self) -> None:
         """Flush the encoder, write the trailer, make it durable."""
+        finished = False
         try:
             if self._container is not None:
                 for packet in self._stream.encode():
                     self._container.mux(packet)
+                    self.frames_muxed += 1
                 self._container.close()
                 self.out.commit()
                 self.out.sync()
+            finished = True
         finally:
-            self.out.close()
+            if finished:
+                self.frames_in_file = self.frames_muxed
+            self.out.close(keep=self.frames_in_file > 0)
 
     def abandon(self) -> None:
         """Release the muxer, leaving the file as it is on the disk (after a failed write it
@@ -183,7 +240,7 @@ class ContainerFile:
         except Exception:  # whatever the muxer says while writing into the void: nothing to save
             pass
         finally:
-            self.out.close()
+            self.out.close(keep=self.frames_in_file > 0)
 
 
 class VideoFile(ContainerFile):
@@ -209,6 +266,7 @@ class VideoFile(ContainerFile):
         self.t0_ns: int | None = None
         self.encoded_bytes = 0  # what the encoder produced, muxed or held in the open fragment
         self._last_pts = -1
+        self._fragment_start = 0  # the first frame of the fragment still open
 
     def write(self, image, t_ns: int) -> None:
         import av
@@ -228,9 +286,15 @@ class VideoFile(ContainerFile):
     def _mux(self, packets) -> None:
         for packet in packets:
             self.encoded_bytes += packet.size
+            if packet.is_keyframe:  # it opens a new fragment: the one before is complete
+                self._fragment_start = self.frames_muxed
             self._container.mux(packet)
-        if self.out.commit():  # a keyframe closed the previous fragment: make it durable
-            self.out.sync()
+            self.frames_muxed += 1
+            if self.out.commit():  # that complete fragment (or the header) went out: make it durable
+                self.out.sync()
+                self.frames_in_file = self._fragment_start
+                if self.frames_in_file:
+                    self.out.publish()
 
 
 class ArchiveFile(ContainerFile):
@@ -263,6 +327,11 @@ class ArchiveFile(ContainerFile):
         if self.out.commit() and time.monotonic() - self._synced_at >= ARCHIVE_CLUSTER_MS / 1000:
             self.out.sync()
             self._synced_at = time.monotonic()
+        self.frames_muxed += 1
+        # Matroska writes a frame when the next one comes (the first commit is the header alone).
+        self.frames_in_file = self.frames_muxed - 1
+        if self.frames_in_file:
+            self.out.publish()
 
     def _open(self, ir: Frame, fmt: str) -> None:
         import av

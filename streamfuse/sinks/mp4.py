@@ -69,6 +69,7 @@ class Mp4Sink(Sink):
         self._size = (info.size[0] - info.size[0] % 2, info.size[1] - info.size[1] % 2)  # yuv420p: even sizes
         self.codec, why = choose_encoder(self.cfg, self._size, info.fps)
         self._segmented = self.cfg.segment_s is not None or self.cfg.segment_mb is not None
+        _remove_stale_partials(path)
         if not self._segmented:
             self._start_file(path, at_start=True)  # a bad path fails here, at start-up
         log.info("recording %s%s with %s%s", path, " in segments" if self._segmented else "", self.codec, why)
@@ -109,8 +110,8 @@ class Mp4Sink(Sink):
     def _rotate(self) -> None:
         self._finish_file(abandon=False)
         self._start_file(segment_path(self.cfg.path), at_start=False)
-        if self.cfg.keep is not None:
-            prune_segments(self.cfg.path, self.cfg.keep)
+        if self.cfg.keep is not None:  # the new segment, not yet under its name, is one of them
+            prune_segments(self.cfg.path, self.cfg.keep - 1)
 
     def _start_file(self, path: Path, at_start: bool) -> None:
         import av
@@ -144,12 +145,26 @@ class Mp4Sink(Sink):
 
     def _failure(self, exc: Exception) -> RuntimeFailure:
         where = self.segments[-1] if self.segments else self.cfg.path
+        kept = self._video.frames_in_file if self._video is not None else 0
+        earlier = len(self.segments) - 1
+        what = (f"{where.name} keeps its first {kept} frames (its last whole fragment)" if kept else
+                f"{where.name} got no whole fragment and is removed")
+        if earlier:
+            what += f"; the {earlier} earlier segment{'s are' if earlier > 1 else ' is'} complete"
         if getattr(exc, "errno", None) in _FULL_DISK:
-            return RuntimeFailure(f"recording {where}: disk full after {self.frames} frames; the frames "
-                                  f"recorded up to here are kept; free space, or bound the recording with "
-                                  f"segment_mb and keep")
-        return RuntimeFailure(f"recording {where}: write failed after {self.frames} frames ({exc}); "
-                              f"the frames recorded up to here are kept")
+            return RuntimeFailure(f"recording {where}: disk full after {self.frames} frames; {what}; free space, "
+                                  f"or bound the recording with segment_mb and keep")
+        return RuntimeFailure(f"recording {where}: write failed after {self.frames} frames ({exc}); {what}")
+
+
+def _remove_stale_partials(path: Path) -> None:
+    """Remove what a killed earlier run left of this recording under hidden names: never
+    playable (it died before its first whole fragment), and nothing will finish it."""
+    stamp = r"(-\d{8}-\d{6}-\d{3})?"
+    name = re.compile(r"\." + re.escape(path.stem) + stamp + r"(\.ir\.mkv|" + re.escape(path.suffix) + r")\.partial$")
+    for stale in path.parent.iterdir():
+        if name.match(stale.name):
+            stale.unlink(missing_ok=True)
 
 
 def segment_path(path: Path, now: datetime | None = None) -> Path:
@@ -175,7 +190,7 @@ def prune_segments(path: Path, keep: int) -> list[Path]:
     video = re.compile(re.escape(path.stem) + stamp + re.escape(path.suffix) + "$")
     segments = sorted(p for p in path.parent.iterdir() if video.match(p.name))
     deleted = []
-    for old in segments[:-keep] if len(segments) > keep else []:
+    for old in segments[:max(len(segments) - keep, 0)]:
         for f in (old, archive_path(old)):
             try:
                 f.unlink()
