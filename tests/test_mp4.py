@@ -184,7 +184,9 @@ def test_with_no_sink_left_the_run_stops(tmp_path, monkeypatch):
     with pytest.raises(RuntimeFailure, match="only.mp4: disk full after") as caught:
         run(rig, max_frames=1000)
     assert caught.value.report.frames < 200  # it did not fuse on for nobody
-    assert 20 <= len(_decode(tmp_path / "only.mp4")[0]) < 100
+    kept = len(_decode(tmp_path / "only.mp4")[0])
+    assert 20 <= kept < 100
+    assert f"only.mp4 keeps its first {kept} frames" in str(caught.value)  # the line says what the file holds
 
 
 def test_segments_rotate_by_time_and_keep_the_newest(tmp_path):
