@@ -18,7 +18,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-
 from streamfuse.fuse import MODES, NEEDS_WEIGHTS, Fuser, FusionConfig, make_fuser
 from streamfuse.fuse.palettes import PALETTES
 from streamfuse.fuse.views import VIEWS

@@ -17,6 +17,7 @@ that did not end.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,10 +38,18 @@ from streamfuse.queues import EndOfStream
 from streamfuse.register.calibration import Calibration
 from streamfuse.register.registrar import Registrar
 from streamfuse.rig import RigConfig
-from streamfuse.sinks import INTERACTIVE_SINKS, SinkRunner, SinkState, StreamInfo, make_sink
+from streamfuse.sinks import (
+    INTERACTIVE_SINKS,
+    SinkRunner,
+    SinkState,
+    StreamInfo,
+    make_sink,
+)
 from streamfuse.stats import RateMeter, StageTimer
-from streamfuse.sync import Merger, Pairer, SyncStats
+from streamfuse.sync import Merger, Pairer, PairingWatch, SyncStats
 from streamfuse.thermal import Agc, make_agc
+
+log = logging.getLogger("streamfuse")
 
 #: How long the main loop sleeps at most before re-checking stop requests and limits.
 POLL_S = 0.1
@@ -72,6 +81,8 @@ class RunReport:
     live: LiveFigures | None = None
     #: The pipeline clock (frames.now_ns) when the capture threads started.
     t0_ns: int = 0
+    #: Why the run is making no progress (both cameras deliver, nothing pairs); None while it does.
+    warning: str | None = None
 
     @property
     def stale(self) -> int:
@@ -205,7 +216,9 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
     report = RunReport()
     priors = None
     if fuse and rig.priors is not None:
-        from streamfuse.priors.worker import open_priors  # torch and the models: only for priors
+        from streamfuse.priors.worker import (
+            open_priors,  # torch and the models: only for priors
+        )
 
         priors = open_priors(rig.priors, rig.path)
     ir, vis, registrar = open_rig_sources(rig)
@@ -241,6 +254,7 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
         merger = Merger(captures, wakeup, wait_ns, liveness)
         pairer = Pairer(round(rig.sync.tolerance_ms * 1e6))
         report.sync = pairer.stats
+        watch = PairingWatch(pairer.tolerance_ns)
 
         def hand_out(out: Frame) -> None:
             for runner in runners:
@@ -299,6 +313,9 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
             if time.monotonic() - last_progress > 0.5:  # also feeds the monitor's statistics
                 last_progress = time.monotonic()
                 _collect(report, captures, runners, started, priors, liveness)
+                if watch.check(merger.latest_t_ns, pairer.stats.pairs):
+                    log.warning("%s", watch.warning)
+                report.warning = watch.warning
                 if on_progress:
                     on_progress(report)
     except BaseException as exc:

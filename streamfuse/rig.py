@@ -22,12 +22,20 @@ import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from streamfuse.capture import SOURCE_TYPES, SourceConfig
 from streamfuse.capture.liveness import LiveConfig
 from streamfuse.capture.replay import ReplayConfig
 from streamfuse.capture.synthetic import SceneConfig, SyntheticConfig
-from streamfuse.config import ConfigError, YamlError, build, check_range, file_path, not_regular, read_yaml, suggest
+from streamfuse.config import (
+    ConfigError,
+    YamlError,
+    build,
+    check_range,
+    file_path,
+    not_regular,
+    read_yaml,
+    suggest,
+)
 from streamfuse.errors import RigError
 from streamfuse.fuse import FusionConfig
 from streamfuse.priors.config import PriorConfig, resolve_paths

@@ -162,6 +162,8 @@ class Merger:
         self._liveness = liveness
         self._clock = clock
         self._heads: dict[str, Frame | None] = {c.source.name: None for c in captures}
+        #: Capture time of the newest frame taken from each camera (the cameras that delivered).
+        self.latest_t_ns: dict[str, int] = {}
         self._ended: set[str] = set()
 
     def next(self, timeout: float) -> Frame | None:
@@ -191,6 +193,8 @@ class Merger:
                     self._heads[name] = capture.take(now, max_age_ns)
                 except EndOfStream:
                     self._ended.add(name)
+                if self._heads[name] is not None:
+                    self.latest_t_ns[name] = self._heads[name].t_ns
 
     def _pick(self) -> Frame | None:
         ready = [f for f in self._heads.values() if f is not None]
@@ -203,3 +207,44 @@ class Merger:
             return None
         self._heads[first.camera] = None
         return first
+
+
+#: Both cameras delivering and no pair for this long: warn (a clock offset, a tight tolerance).
+NO_PAIR_WARN_S = 5.0
+
+
+class PairingWatch:
+    """Notices a run that makes no progress: both cameras deliver, yet nothing pairs.
+
+    `check` is called by the main loop now and then with the merger's newest capture times
+    per camera and the pairs so far; it returns a one-line warning (once per stall, with the
+    stamps' distance and the fix) when there was no new pair for `after_s` seconds since both
+    cameras were first seen, and None otherwise. `clock` is wall time in seconds (tests).
+    """
+
+    def __init__(self, tolerance_ns: int, after_s: float = NO_PAIR_WARN_S, clock: Callable[[], float] = time.monotonic):
+        self.tolerance_ns = tolerance_ns
+        self.after_s = after_s
+        self._clock = clock
+        self._pairs = 0
+        self._since: float | None = None   # when the wait for the next pair began
+        self.warning: str | None = None    # the current stall's warning, None while pairs come
+
+    def check(self, latest_t_ns: dict[str, int], pairs: int) -> str | None:
+        """The warning to log now (a new stall), or None."""
+        now = self._clock()
+        if pairs != self._pairs or len(latest_t_ns) < 2:
+            self._pairs = pairs
+            self._since = now if len(latest_t_ns) == 2 else None
+            self.warning = None
+            return None
+        if self._since is None:
+            self._since = now
+        if self.warning is not None or now - self._since < self.after_s:
+            return None
+        skew_ms = (latest_t_ns["ir"] - latest_t_ns["vis"]) / 1e6
+        self.warning = (f"no IR/visible pair for {now - self._since:.0f} s although both cameras deliver: their "
+                        f"newest frames are stamped {skew_ms:+.0f} ms apart (IR minus visible), against a tolerance "
+                        f"of {self.tolerance_ns / 1e6:g} ms; fix the sources' clock_offset_ms / latency_ms, or "
+                        f"raise sync.tolerance_ms")
+        return self.warning

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from streamfuse.controls import Controls, LiveFusion
-from streamfuse.fuse.views import VIEWS, render_view
 from streamfuse.fuse import FusionConfig, make_fuser
+from streamfuse.fuse.views import VIEWS, render_view
 from streamfuse.register.geometry import ParallaxModel
 from streamfuse.register.registrar import Registrar
 

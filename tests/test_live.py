@@ -27,8 +27,7 @@ from streamfuse.capture.uvc import UvcConfig, UvcSource
 from streamfuse.errors import SourceError
 from streamfuse.frames import Frame, now_ns
 from streamfuse.pipeline import LIVE_SLACK_NS
-from streamfuse.sync import Merger
-from streamfuse.sync import Pairer
+from streamfuse.sync import Merger, Pairer
 
 MS = 1_000_000
 CLIP = ("video", "m3svd_frames", "0115_1831")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from streamfuse.frames import Frame
-from streamfuse.sync import SKEW_HISTORY, Pairer, SyncStats
+from streamfuse.sync import SKEW_HISTORY, Pairer, PairingWatch, SyncStats
 
 MS = 1_000_000
 IMAGE = np.zeros((2, 2), np.uint8)  # one shared tiny image: the Pairer never looks at pixels
@@ -234,3 +234,23 @@ def test_skew_summary_ms_for_known_skews():
     # |skew| = 1, 2, 3, 4 ms: mean 2.5, median 2.5, p95 interpolated at rank 0.95 * 3 = 2.85
     # between 3 and 4 -> 3.85, max 4 (the negative skew counts by its magnitude).
     assert s == pytest.approx({"mean": 2.5, "p50": 2.5, "p95": 3.85, "max": 4.0})
+
+
+def test_a_run_where_nothing_pairs_is_named_once_with_the_cause():
+    now = [0.0]
+    watch = PairingWatch(20_000_000, after_s=5.0, clock=lambda: now[0])
+    assert watch.check({"ir": 0}, 0) is None                       # one camera alone: no stall yet
+    now[0] = 10.0
+    assert watch.check({"ir": 10_000_000_000}, 0) is None
+    assert watch.check({"ir": 10_000_000_000, "vis": 9_585_000_000}, 0) is None   # both deliver from now
+    now[0] = 14.0
+    assert watch.check({"ir": 14_000_000_000, "vis": 13_585_000_000}, 0) is None  # 4 s: not yet
+    now[0] = 15.5
+    warning = watch.check({"ir": 15_500_000_000, "vis": 15_085_000_000}, 0)
+    assert warning is not None and "\n" not in warning
+    assert "+415 ms apart" in warning and "20 ms" in warning and "clock_offset_ms" in warning
+    now[0] = 20.0
+    assert watch.check({"ir": 1, "vis": 2}, 0) is None and watch.warning == warning  # said once, still shown
+    assert watch.check({"ir": 1, "vis": 2}, 3) is None and watch.warning is None     # pairs again: cleared
+    now[0] = 30.0
+    assert watch.check({"ir": 1, "vis": 2}, 3) is not None                           # a new stall is said again

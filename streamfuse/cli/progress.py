@@ -18,7 +18,8 @@ def progress_line(report: RunReport) -> str:
     skew = report.sync.skew_summary_ms()
     return (f"fps {report.rate.rate():5.1f} | latency {lat['p50']:5.1f} ms | frames {report.frames} | "
             f"pairs {report.sync.pairs} | drops {report.drops} | skew {skew['p50']:4.1f} ms"
-            + "".join(f" | {name} DOWN" for name, up in report.sources_up.items() if not up))
+            + "".join(f" | {name} DOWN" for name, up in report.sources_up.items() if not up)
+            + (" | NO PAIRS: check the clocks and sync.tolerance_ms" if report.warning else ""))
 
 
 def progress_printer(stream=None):
@@ -50,6 +51,8 @@ def summary(rig: RigConfig, report: RunReport) -> str:
         f"capture {report.capture_drops}, sinks {report.sink_drops})",
     ]
     lines += summary_lines(report.sources, report.live, report.t0_ns)
+    if report.warning:
+        lines.append(f"  warning: {report.warning}")
     for sink in report.sinks:
         state = f"STOPPED: {sink.error}" if sink.error else f"{sink.written} written, {sink.dropped} dropped"
         lines.append(f"  sink {sink.name} ({sink.policy}): {state}")
