@@ -44,15 +44,34 @@ def test_fuse_errors_are_one_line_with_exit_2(tmp_path):
     (tmp_path / "ir").mkdir()
     (tmp_path / "vis").mkdir()
     cv2.imwrite(str(tmp_path / "ir" / "x.png"), np.zeros((8, 8), np.uint8))
-    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((8, 8, 3), np.uint8))
-    cv2.imwrite(str(tmp_path / "big.png"), np.zeros((16, 16), np.uint8))
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((20, 20, 3), np.uint8))
+    cv2.imwrite(str(tmp_path / "big.png"), np.zeros((24, 24), np.uint8))
+    cv2.imwrite(str(tmp_path / "tiny.png"), np.zeros((8, 8), np.uint8))
+    cv2.imwrite(str(tmp_path / "strip.png"), np.zeros((1, 5000), np.uint8))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG garbage")
+    (tmp_path / "notimage.png").write_bytes(b"hello, not an image at all")
+    rng = np.random.default_rng(0)
+    for suffix in (".png", ".jpg"):
+        ok, data = cv2.imencode(suffix, rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+        (tmp_path / f"cut{suffix}").write_bytes(data.tobytes()[: len(data) // 2])
+    ok, data = cv2.imencode(".png", np.zeros((32, 32), np.uint8))
+    huge = bytearray(data.tobytes())
+    huge[16:24] = (10_000).to_bytes(4, "big") * 2  # a header claiming 10000x10000
+    (tmp_path / "huge.png").write_bytes(bytes(huge))
+    pair = (tmp_path / "big.png", tmp_path / "small.png")
     cases = [
         (("fuse", tmp_path / "ir", tmp_path / "vis", "-o", tmp_path / "o"), "no visible image named like x.png"),
         (("fuse", tmp_path / "missing.png", tmp_path / "small.png", "-o", tmp_path / "o.png"), "does not exist"),
-        (("fuse", tmp_path / "big.png", tmp_path / "small.png", "-o", tmp_path / "o.png"), "--calibration"),
+        (("fuse", *pair, "-o", tmp_path / "o.png"), "--calibration"),
         (("fuse", tmp_path / "broken.png", tmp_path / "small.png", "-o", tmp_path / "o.png"), "cannot read"),
-        (("fuse", tmp_path / "big.png", tmp_path / "small.png", "-o", tmp_path / "o.png", "--mode", "nope"), "mode"),
+        (("fuse", tmp_path / "notimage.png", tmp_path / "small.png", "-o", tmp_path / "o.png"), "cannot read"),
+        (("fuse", tmp_path / "cut.png", tmp_path / "small.png", "-o", tmp_path / "o.png"), "cut short"),
+        (("fuse", tmp_path / "big.png", tmp_path / "cut.jpg", "-o", tmp_path / "o.png"), "cut short"),
+        (("fuse", tmp_path / "tiny.png", tmp_path / "small.png", "-o", tmp_path / "o.png"), "at least 16x16"),
+        (("fuse", tmp_path / "strip.png", tmp_path / "small.png", "-o", tmp_path / "o.png"), "at least 16x16"),
+        (("fuse", tmp_path / "huge.png", tmp_path / "small.png", "-o", tmp_path / "o.png"), "10000x10000 is larger"),
+        (("fuse", *pair, "-o", tmp_path / "o.xyz"), "unknown image type .xyz"),
+        (("fuse", *pair, "-o", tmp_path / "o.png", "--mode", "nope"), "mode"),
     ]
     for args, message in cases:
         result = streamfuse(*args)

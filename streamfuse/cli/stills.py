@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 
 from streamfuse.capture.images import match_pairs, read_image
+from streamfuse.capture.replay import IMAGE_SUFFIXES
 from streamfuse.errors import UsageError
 from streamfuse.fuse import MODES, FusionConfig, make_fuser
 from streamfuse.register.calibration import load_calibration
@@ -44,6 +45,9 @@ def fuse_stills(ir: Path, vis: Path, output: Path, *, mode: str, palette: str,
     except ValueError as exc:
         raise UsageError(f"--{str(exc).split(':', 1)[0]}: {str(exc).split(':', 1)[-1].strip()}") from None
     cal = load_calibration(calibration) if calibration else None
+    if not ir.is_dir() and output.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"{output}: unknown image type {output.suffix or '(no suffix)'}; end the name in "
+                         f"{', '.join(IMAGE_SUFFIXES)}")
     pairs = _pairs(ir, vis, output)
     for ir_path, vis_path, out_path in pairs:
         ir_img = read_image(ir_path, "ir")
