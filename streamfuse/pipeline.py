@@ -372,8 +372,8 @@ def _collect(report: RunReport, captures: list[CaptureThread], runners: list[Sin
         report.stages[r.write_time.name] = r.write_time
     report.sources = {c.source.name: c.stats for c in captures}
     report.sinks = [r.state() for r in runners]
-    if runners:
-        report.latency = runners[0].latency
+    if runners:  # the first sink still working: a stopped one's latency would freeze the readout
+        report.latency = next((r.latency for r in runners if not r.failed), runners[-1].latency)
     if priors is not None:
         report.priors = priors.figures()
     if liveness is not None:

@@ -110,6 +110,8 @@ class SinkState:
     error: str | None
     #: The sink's own numbers (`Sink.state()`), e.g. recording, bytes, segments.
     extra: dict
+    #: Capture-to-write latency of its recent frames (p50, ms); None once it stopped or before a frame.
+    latency_ms: float | None = None
 
 
 class SinkRunner:
@@ -154,8 +156,10 @@ class SinkRunner:
             extra = self.sink.state()
         except Exception:  # a sink's statistics must never break the monitor
             extra = {}
+        working = self.error is None and self.latency.count > 0
         return SinkState(self.name, self.queue.policy, self.write_time.count, self.queue.dropped,
-                         None if self.error is None else str(self.error), extra)
+                         None if self.error is None else str(self.error), extra,
+                         self.latency.summary_ms()["p50"] if working else None)
 
     def _run(self) -> None:
         try:

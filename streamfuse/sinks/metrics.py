@@ -153,7 +153,8 @@ def stats_json(report, settings=None, viewers: int = 0) -> dict[str, Any]:
         "skew_ms": round(skew["p50"], 2), "drops": report.drops, "viewers": viewers,
         "stages_ms": {name: round(t.summary_ms()["mean"], 2) for name, t in list(report.stages.items()) if t.count},
         "sinks": [{"name": s.name, "written": s.written, "dropped": s.dropped, "policy": s.policy,
-                   "error": s.error, **s.extra} for s in report.sinks],
+                   "error": s.error, "latency_ms": None if s.latency_ms is None else round(s.latency_ms, 1),
+                   **s.extra} for s in report.sinks],
     }
     for attr in OPTIONAL_TOTALS:
         if getattr(report, attr, None) is not None:
