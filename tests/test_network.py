@@ -172,7 +172,7 @@ calibration: null
 """)
     result = streamfuse("run", rig, "--duration", 1)
     assert result.returncode == 2, result.stderr
-    assert result.stderr.strip() == ("streamfuse: error: ir camera /dev/video97: cannot open it; check that "
+    assert result.stderr.strip() == (f"streamfuse: error: {rig}: ir camera /dev/video97: cannot open it; check that "
                                      "it is plugged in and that `streamfuse devices` lists it")
 
 

@@ -4,7 +4,7 @@
     config.py    the sink configs (`SINK_TYPES`)
     mp4.py       the crash-safe MP4 recording (segments, the raw IR archive)
     display.py   the Tk window
-    monitor.py   the browser monitor (monitor_page.html) and its shared JPEG feed
+    monitor.py   the browser monitor (monitor_page.html); feed.py, the JPEG all its viewers share
     metrics.py   /metrics and the page's statistics, from a live run report
 """
 from __future__ import annotations

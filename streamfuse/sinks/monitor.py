@@ -47,7 +47,6 @@ import secrets
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from datetime import datetime
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
@@ -58,6 +57,7 @@ from streamfuse.errors import UsageError
 from streamfuse.frames import Frame
 from streamfuse.sinks.base import Sink, StreamInfo
 from streamfuse.sinks.config import MonitorSinkConfig
+from streamfuse.sinks.feed import Feed
 from streamfuse.sinks.metrics import prometheus_text, stats_json
 
 log = logging.getLogger("streamfuse")
@@ -66,8 +66,6 @@ TOKEN_ENV = "STREAMFUSE_TOKEN"
 COOKIE = "streamfuse_token"
 #: How long /frame.jpg?after= waits for a newer picture before answering 204.
 FRAME_WAIT_S = 2.0
-#: A viewer counts as watching for this long after its last picture request.
-VIEWER_IDLE_S = 3.0
 #: /health answers 503 when the last frame is older than this.
 HEALTH_STALE_S = 5.0
 #: A connection that cannot take data for this long is dropped.
@@ -89,62 +87,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # any other name may resolve anywhere
-
-
-class Feed:
-    """The newest JPEG and its sequence number, shared by every viewer thread."""
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self.jpeg: bytes | None = None
-        self.seq = -1
-        self.closed = False
-        self._viewers: dict[str, float] = {}
-        self.streams = 0
-
-    def publish(self, jpeg: bytes) -> None:
-        with self._cond:
-            self.jpeg, self.seq = jpeg, self.seq + 1
-            self._cond.notify_all()
-
-    def wait_newer(self, after: int, timeout: float) -> tuple[bytes | None, int]:
-        """The newest JPEG once its seq is above `after`; (None, after) on timeout or close."""
-        with self._cond:
-            if after > self.seq:
-                after = -1  # a page still open from an earlier run: start it again
-            self._cond.wait_for(lambda: self.seq > after or self.closed, timeout)
-            if self.seq > after and not self.closed:
-                return self.jpeg, self.seq
-            return None, after
-
-    def touch(self, viewer: str) -> None:
-        with self._cond:
-            self._viewers[viewer] = time.monotonic()
-
-    def viewers(self) -> int:
-        """Open MJPEG streams plus pages that asked for a picture recently."""
-        now = time.monotonic()
-        with self._cond:
-            for viewer, seen in list(self._viewers.items()):
-                if now - seen > VIEWER_IDLE_S:
-                    del self._viewers[viewer]
-            return len(self._viewers) + self.streams
-
-    @contextmanager
-    def streaming(self):
-        """Counts an open MJPEG stream as a viewer while inside."""
-        with self._cond:
-            self.streams += 1
-        try:
-            yield
-        finally:
-            with self._cond:
-                self.streams -= 1
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            self._cond.notify_all()
 
 
 class MonitorSink(Sink):
