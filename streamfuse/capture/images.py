@@ -60,6 +60,9 @@ def read_raw(path: Path) -> np.ndarray:
         raise SourceError(f"{path}: cannot read it as an image (corrupt, or not PNG/JPG/TIFF)")
     if image.dtype not in (np.uint8, np.uint16):
         raise SourceError(f"{path}: {image.dtype} pixels; expected 8-bit, or 16-bit for IR")
+    if image.shape[0] * image.shape[1] > MAX_PIXELS:  # a format whose header was not read (TIFF, BMP)
+        raise SourceError(f"{path}: {image.shape[1]}x{image.shape[0]} is larger than streamfuse takes "
+                          f"({MAX_PIXELS // 1_000_000} megapixels); scale it down first")
     if min(image.shape[:2]) < MIN_SIDE:
         raise SourceError(f"{path}: {image.shape[1]}x{image.shape[0]} is too small; streamfuse needs at least "
                           f"{MIN_SIDE}x{MIN_SIDE}")
