@@ -32,6 +32,8 @@ from streamfuse.register.geometry import (
 )
 
 PATTERN_KINDS = ("chessboard", "circles", "acircles")
+#: Views the guide (calibration/README.md) asks for: fewer fit well only where the board was.
+RECOMMENDED_VIEWS = 12
 #: A view is rejected when its RMS error against the other views' fit exceeds this many times
 #: the median view's, and also OUTLIER_FLOOR_PX (below that, every view is good enough).
 OUTLIER_FACTOR, OUTLIER_FLOOR_PX = 3.0, 1.0

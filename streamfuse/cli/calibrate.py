@@ -46,7 +46,8 @@ def add_parser(sub) -> None:
     s.add_argument("--init", type=Path, metavar="FILE",
                    help="calibration file to start from (default: the rig's, else a search)")
     s.add_argument("--min-confidence", type=float, default=0.2, metavar="C",
-                   help="least confidence (0..1) a pair needs to count (0.2)")
+                   help="least confidence (0..1: the orientation-field correlation) an accepted pair "
+                        "needs to count (0.2)")
     g = methods.add_parser("grab", help="save raw IR/visible pairs from a rig's cameras, to calibrate from",
                            description="Hold the board still at each position; a pair is saved every "
                                        "--every seconds. The rig may say `calibration: null` for this.")
@@ -116,7 +117,7 @@ def _sizes(pairs) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def _board(args):
-    from streamfuse.calibrate.board import Pattern, find_views, fit_views
+    from streamfuse.calibrate.board import RECOMMENDED_VIEWS, Pattern, find_views, fit_views
 
     pattern = Pattern.parse(args.pattern)
     pairs = _pairs(args.ir, args.vis)
@@ -126,6 +127,10 @@ def _board(args):
     lines = [f"{v.name}: {v.rms_px:.2f} px RMS" for v in fit.used]
     lines += [f"{name}: left out, {reason}" for name, reason in fit.rejected.items()]
     lines.append(f"{len(fit.used)} of {len(pairs)} views, {fit.rms_px:.2f} px RMS")
+    if len(fit.used) < RECOMMENDED_VIEWS:
+        lines.append(f"warning: {len(fit.used)} view{'s' if len(fit.used) > 1 else ''} used, the guide asks for "
+                     f"about {RECOMMENDED_VIEWS} spread over the picture (near each corner, tilted a little); "
+                     "the mapping may be good only where the board was")
     provenance = {"method": "circle-grid" if pattern.kind != "chessboard" else "checkerboard",
                   "pattern": str(pattern), "views": len(fit.used), "rms_px": fit.rms_px,
                   "per_view_rms_px": {v.name: v.rms_px for v in fit.used}, "rejected_views": fit.rejected}
@@ -188,16 +193,18 @@ def _scene(args):
                 init = current.H_vis_from_ir
         except UsageError:
             pass   # a broken file is about to be replaced: search instead
-    estimates, lines, best = [], [], 0.0
+    estimates, lines, reasons = [], [], []
     for name, ir, vis in pairs:
         a = targetfree.estimate(ir, vis, init)
-        ok, best = a.confidence >= args.min_confidence, max(best, a.confidence)
-        lines.append(f"{name}: confidence {a.confidence:.2f} ({a.blocks} blocks agree){'' if ok else ', left out'}")
-        if ok:
+        if a.accepted and a.confidence >= args.min_confidence:
+            lines.append(f"{name}: confidence {a.confidence:.2f}")
             estimates.append(a)
+        else:
+            reason = a.reason or f"confidence {a.confidence:.2f} < --min-confidence {args.min_confidence}"
+            lines.append(f"{name}: refused, {reason}")
+            reasons.append(reason)
     if not estimates:
-        raise UsageError(f"no pair aligned with confidence >= {args.min_confidence} (best {best:.2f}); use pairs "
-                         "with more structure both cameras see, give --init, or calibrate with a board")
+        raise UsageError(f"no pair aligned ({len(pairs)} refused; {reasons[0]})")
     H = targetfree.combine(estimates, ir_size)
     lines.append(f"{len(estimates)} of {len(pairs)} pairs, median confidence "
                  f"{np.median([e.confidence for e in estimates]):.2f}")

@@ -4,10 +4,12 @@ A rig's mounting flexes with temperature and knocks, and the working distance is
 so the calibrated mapping drifts by a few pixels. With `registration: {refine: true}` the main
 loop offers each raw pair to `LiveRefiner.offer`, which costs nothing unless a new estimate is
 due (every `every_s` seconds) and the worker is idle; then it copies the pair into a one-slot
-mailbox. The worker thread runs the target-free estimator (targetfree.py: block
-matching around the mapping in effect, a fraction of a second on a 2-core CPU) and hands the
-result to `Registrar.refine_to` only when it is confident and moves the IR frame's corners by
-at most `max_px`; the main loop applies it at its next frame. Nothing here touches the GPU.
+mailbox. The worker thread runs the target-free estimator (targetfree.py: direct cross-modal
+refinement around the mapping in effect, within `max_px`, about a second on a 2-core CPU) and
+hands the result to `Registrar.refine_to` only when the estimator accepted it (better than the
+mapping in effect on held-back similarities, so a correction never makes the alignment worse),
+it is confident enough and moves the IR frame's corners by at most `max_px`; the main loop
+applies it at its next frame. Nothing here touches the GPU.
 """
 from __future__ import annotations
 
@@ -104,10 +106,10 @@ class LiveRefiner:
             return
         self.last = estimate
         moved = corner_rms(estimate.H_vis_from_ir, current, self._registrar.ir_size)
-        if estimate.confidence < self.min_confidence or moved > self.max_px:
+        if not estimate.accepted or estimate.confidence < self.min_confidence or moved > self.max_px:
             self.rejected += 1
-            log.info("registration refinement: kept the mapping (confidence %.2f, would move %.1f px)",
-                     estimate.confidence, moved)
+            log.info("registration refinement: kept the mapping (confidence %.2f, would move %.1f px%s)",
+                     estimate.confidence, moved, f"; {estimate.reason}" if estimate.reason else "")
             return
         if not self._registrar.refine_to(estimate.H_vis_from_ir, current):
             return   # the distance changed meanwhile: the next estimate starts from the new one

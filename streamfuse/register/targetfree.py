@@ -1,29 +1,20 @@
 """Target-free registration: the IR-to-visible homography from an ordinary scene.
 
 Thermal and visible images share almost no intensities (a warm wall is bright in IR and may be
-dark in visible light), but they share edges: outlines of objects, the road's border, window
-frames. So both images become edge maps (gradient magnitude, blind to polarity), and alignment
-maximises the enhanced correlation coefficient (ECC, OpenCV's `findTransformECC`) between
-them, coarse to fine over a pyramid: at each level the IR edges are first warped with the
-estimate so far and ECC solves only the remaining correction (affine on the coarse levels,
-a full homography on the two finest). Each level's edges are computed from that level's
-image, so both modalities are compared at the same footprint and smoothness.
+dark in visible light) and not even edge strengths, but where both show an edge it runs the
+same way. The estimator (crossmodal.py, direct.py) compares dense, polarity-blind orientation
+fields and refines the mapping directly, coarse to fine, from two starts: the given mapping and
+the same moved by the best-correlating shift.
 
 Without a starting point, a search over scale, aspect and offset (normalised cross-correlation
 of small edge maps) proposes a few candidates; street scenes repeat themselves at other scales,
-so each candidate is refined on the coarse levels, the two whose edges then correlate best on
-a common grid are refined to the end, and the more confident one wins. Cameras in a rig are
-upright, so rotation is not searched.
+so each candidate is refined and the one whose orientation fields then correlate best wins.
+Cameras in a rig are upright, so rotation is not searched.
 
-The last step works on blocks: the visible frame is cut into overlapping blocks, each block's
-edges are matched (normalised cross-correlation, sub-pixel peak) against the IR edges warped
-with the current estimate within a few pixels, and a homography is fitted to the block
-displacements with RANSAC. Blocks whose content differs between the modalities (a lamp's
-glow, a shadow, a reflection) fall out as outliers instead of pulling the whole fit.
-
-The confidence is the share of the matched blocks that agree with the fitted homography,
-scaled down when fewer than CONFIDENT_BLOCKS blocks agree: a wrong or washed-out alignment
-matches blocks that point every which way.
+An estimate is *accepted* only when it is better than its start by two similarities the fit did
+not optimise (mutual information of intensities, correlation of gradient magnitudes, over the
+pixels both mappings cover) and the two starts agree; otherwise it is refused, with the reason.
+So an accepted estimate does not make a pair worse than the mapping it started from.
 """
 from __future__ import annotations
 
@@ -33,6 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from streamfuse.register import crossmodal
 from streamfuse.register.geometry import (
     apply_homography,
     frame_corners,
@@ -47,19 +39,19 @@ EVAL_WIDTH = 160
 #: The IR frame's width in visible frame widths: the range the global search covers.
 SEARCH_FRACTIONS = (0.4, 2.5)
 SEARCH_ASPECTS = (0.9, 1.0, 1.11)
-#: Candidates of the global search refined on the coarse levels, and of those, the best
-#: (by edge correlation) refined to the end, the most confident of which wins.
-SEARCH_KEEP, FINISH_BEST = 4, 2
+#: Candidates of the global search refined.
+SEARCH_KEEP = 4
 #: Share of the visible frame a candidate's IR frame must cover to be compared at all.
 MIN_OVERLAP = 0.25
-#: Blur (pixels, at every level) before taking gradients.
+#: Blur (pixels) before taking gradients for the search.
 EDGE_SIGMA = 1.0
-#: Block matching: block side and search radius (pixels at the finest level), least edge
-#: contrast (std of the edge map) a block needs, least peak correlation, RANSAC threshold.
-BLOCK_PX, BLOCK_RADIUS_PX = 48, 6
-BLOCK_MIN_STD, BLOCK_MIN_NCC, BLOCK_RANSAC_PX = 0.05, 0.3, 1.0
-#: Blocks agreeing with the fit at which the confidence is no longer scaled down.
-CONFIDENT_BLOCKS = 30
+#: Least edge correlation (held back, after alignment) of an accepted estimate.
+MIN_EDGE_CORRELATION = 0.15
+#: Search radius (visible pixels) around a given start when none is stated, and around each
+#: candidate of the global search.
+START_RADIUS_PX, CANDIDATE_RADIUS_PX = 40.0, 12.0
+#: Most distance (visible px, mean over the frame) between the results of the two starts.
+AGREE_PX = 4.0
 
 
 @dataclass(frozen=True)
@@ -67,18 +59,22 @@ class Alignment:
     """A target-free estimate.
 
     Attributes:
-        H_vis_from_ir: the estimated mapping.
-        correlation: ECC correlation of the two edge maps after the pyramid (-1..1; NaN
-            when the pyramid was skipped).
-        confidence: 0..1: the share of matched blocks agreeing with the mapping, scaled down
-            below CONFIDENT_BLOCKS agreeing blocks; 0 when block matching found too little.
-        blocks: how many blocks agree with the mapping.
+        H_vis_from_ir: the estimated mapping (the start when refused).
+        correlation: of the orientation fields after refinement (-1..1).
+        confidence: 0..1: the correlation when accepted, 0 when refused.
+        reason: why it was refused and what to try; "" when accepted.
+        gain: (mutual information, edge correlation) of the result minus those of the start.
     """
 
     H_vis_from_ir: np.ndarray
     correlation: float
     confidence: float
-    blocks: int = 0
+    reason: str = ""
+    gain: tuple[float, float] = (0.0, 0.0)
+
+    @property
+    def accepted(self) -> bool:
+        return not self.reason
 
 
 def gray_float(image: np.ndarray) -> np.ndarray:
@@ -96,6 +92,11 @@ def gray_float(image: np.ndarray) -> np.ndarray:
     if blank.any():
         gray[blank] = gray[~blank].mean()
     return gray
+
+
+def scene_mask(image: np.ndarray) -> np.ndarray:
+    """HxW bool: the pixels that are scene, not a black border (see gray_float)."""
+    return ~_black_border(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY) if image.ndim == 3 else image)
 
 
 def _black_border(gray: np.ndarray) -> np.ndarray:
@@ -121,19 +122,36 @@ def estimate(ir: np.ndarray, vis: np.ndarray, H_init: np.ndarray | None = None,
              near_px: float | None = None) -> Alignment:
     """H_vis_from_ir aligning `ir` onto `vis`, refined from `H_init` (or found by a search).
 
-    With `near_px`, `H_init` is known to be within about that many visible pixels (live
-    refinement of a calibrated rig): the pyramid is skipped and only blocks are matched, which
-    also holds on dim night scenes where the coarse levels would wander off."""
-    g_ir, g_vis = gray_float(ir), gray_float(vis)
-    if H_init is not None and near_px is not None:
-        H, agreeing, confidence = _block_stage(g_ir, g_vis, normalized(H_init), 3, near_px)
-        return Alignment(H, math.nan, confidence, agreeing)
+    `near_px`: how far (visible pixels) `H_init` may be off (START_RADIUS_PX if not given);
+    live refinement of a calibrated rig gives a few pixels. A refused estimate keeps the start."""
+    g_ir, g_vis, valid = gray_float(ir), gray_float(vis), scene_mask(ir)
     if H_init is not None:
-        return refine(g_ir, g_vis, normalized(H_init))
-    quick = [refine(g_ir, g_vis, H, finest_width=EVAL_WIDTH) for H in search(g_ir, g_vis)]
-    quick.sort(key=lambda a: -score(g_ir, g_vis, a.H_vis_from_ir))
-    finished = [refine(g_ir, g_vis, a.H_vis_from_ir) for a in quick[:FINISH_BEST]]
-    return max(finished, key=lambda a: a.confidence)
+        H0 = normalized(H_init)
+        return judge(crossmodal.align(g_ir, valid, g_vis, H0, near_px or START_RADIUS_PX), H0)
+    quick = [crossmodal.align(g_ir, valid, g_vis, H, CANDIDATE_RADIUS_PX, crossmodal.QUICK_PLAN)
+             for H in search(g_ir, g_vis)]
+    best = max(quick, key=lambda f: f.correlation)
+    return judge(crossmodal.align(g_ir, valid, g_vis, best.H_vis_from_ir, CANDIDATE_RADIUS_PX), None)
+
+
+def judge(fit: crossmodal.Fit, H_start: np.ndarray | None) -> Alignment:
+    """Accept or refuse a fit (see the module docstring); `H_start` None: there was no start
+    to fall back to, and a refused estimate still carries the fit's mapping."""
+    gain = (fit.nmi[1] - fit.nmi[0], fit.edges[1] - fit.edges[0])
+    reason = ""
+    if fit.edges[1] < MIN_EDGE_CORRELATION:
+        reason = (f"too little structure both cameras see (edge correlation {fit.edges[1]:.2f} < "
+                  f"{MIN_EDGE_CORRELATION}); use a scene with buildings, road edges or people at the working distance")
+    elif fit.spread > AGREE_PX:
+        reason = (f"ambiguous: two starts ended {fit.spread:.0f} px apart; use a scene with less repetitive "
+                  "structure, or give a closer starting mapping (--init)")
+    elif gain[0] <= 0 or gain[1] <= 0:
+        reason = (f"not better than the start on held-back measures (mutual information {gain[0]:+.3f}, edge "
+                  f"correlation {gain[1]:+.3f}); give a closer starting mapping (--init) or calibrate with a board")
+    if reason:
+        H = fit.H_vis_from_ir if H_start is None else H_start
+        return Alignment(H, fit.correlation, 0.0, reason, gain)
+    return Alignment(fit.H_vis_from_ir, fit.correlation, float(np.clip(fit.correlation, 0, 1)), "", gain)
 
 
 def search(g_ir: np.ndarray, g_vis: np.ndarray, keep: int = SEARCH_KEEP) -> list[np.ndarray]:
@@ -172,97 +190,6 @@ def score(g_ir: np.ndarray, g_vis: np.ndarray, H_vis_from_ir: np.ndarray) -> flo
     return _masked_corr(edge_map(v), edge_map(warped), valid, MIN_OVERLAP)
 
 
-def refine(g_ir: np.ndarray, g_vis: np.ndarray, H_vis_from_ir: np.ndarray,
-           finest_width: int | None = None) -> Alignment:
-    """ECC over a pyramid of edge maps starting from `H_vis_from_ir`, then two rounds of block
-    matching at the finest level. With `finest_width`, a quick look: ECC only, stopping at the
-    level whose visible image is about that wide."""
-    s = math.sqrt(abs(np.linalg.det(normalized(H_vis_from_ir)[:2, :2])))  # visible px per IR px
-    b0, a0 = min(1.0, 1.0 / s), min(1.0, s)   # finest level: both at the coarser footprint
-    levels = max(1, int(math.log2(max(g_vis.shape[1] * b0 / COARSE_WIDTH, 1.0))) + 1)
-    last = 0 if finest_width is None else \
-        max(0, min(levels - 1, round(math.log2(max(g_vis.shape[1] * b0 / finest_width, 1.0)))))
-    H_ir_from_vis = np.linalg.inv(H_vis_from_ir)
-    for level in reversed(range(last, levels)):
-        f = 0.5 ** level
-        (g_ir_l, S_i), (g_vis_l, S_v) = _resize(g_ir, a0 * f, a0 * f), _resize(g_vis, b0 * f, b0 * f)
-        i_l, v_l = edge_map(g_ir_l), edge_map(g_vis_l)
-        W = S_i @ H_ir_from_vis @ np.linalg.inv(S_v)
-        W, rho = _ecc(v_l, i_l, W, cv2.MOTION_HOMOGRAPHY if level <= 1 else cv2.MOTION_AFFINE)
-        H_ir_from_vis = np.linalg.inv(S_i) @ W @ S_v
-    H = normalized(np.linalg.inv(H_ir_from_vis))
-    if finest_width is not None:
-        return Alignment(H, rho, 0.0)
-    H, agreeing, confidence = _block_stage(g_ir, g_vis, H, 2)
-    return Alignment(H, rho, confidence, agreeing)
-
-
-def _block_stage(g_ir: np.ndarray, g_vis: np.ndarray, H_vis_from_ir: np.ndarray, rounds: int,
-                 radius_vis_px: float = 0.0) -> tuple[np.ndarray, int, float]:
-    """`rounds` of block matching on the finest level's grids, searching BLOCK_RADIUS_PX or
-    `radius_vis_px` (visible pixels) if larger: (H_vis_from_ir, agreeing blocks, confidence)."""
-    s = math.sqrt(abs(np.linalg.det(normalized(H_vis_from_ir)[:2, :2])))
-    b0, a0 = min(1.0, 1.0 / s), min(1.0, s)
-    (g_ir_l, S_i), (g_vis_l, S_v) = _resize(g_ir, a0, a0), _resize(g_vis, b0, b0)
-    radius = max(BLOCK_RADIUS_PX, math.ceil(radius_vis_px * b0) + 2)
-    H_l = S_v @ H_vis_from_ir @ np.linalg.inv(S_i)   # level-visible from level-IR
-    agreeing, confidence = 0, 0.0
-    for _ in range(rounds):
-        fit = _match_blocks(g_ir_l, g_vis_l, H_l, radius)
-        if fit is None:
-            break
-        H_l, agreeing, confidence = fit
-    return normalized(np.linalg.inv(S_v) @ H_l @ S_i), agreeing, confidence
-
-
-def _match_blocks(g_ir: np.ndarray, g_vis: np.ndarray, H_vis_from_ir: np.ndarray, radius: int
-                  ) -> tuple[np.ndarray, int, float] | None:
-    """(refitted H_vis_from_ir, agreeing blocks, confidence), or None with too few blocks."""
-    vh, vw = g_vis.shape
-    warped = cv2.warpPerspective(g_ir, H_vis_from_ir, (vw, vh), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE)
-    valid = cv2.warpPerspective(np.ones(g_ir.shape, np.uint8), H_vis_from_ir, (vw, vh), flags=cv2.INTER_NEAREST)
-    e_vis, e_ir = edge_map(g_vis), edge_map(warped)
-    B, R = BLOCK_PX, radius
-    at_vis, at_warped = [], []
-    for y in range(R, vh - B - R + 1, B // 2):
-        for x in range(R, vw - B - R + 1, B // 2):
-            block, area = e_vis[y:y + B, x:x + B], e_ir[y - R:y + B + R, x - R:x + B + R]
-            if not valid[y - R:y + B + R, x - R:x + B + R].all():
-                continue
-            if block.std() < BLOCK_MIN_STD or area.std() < BLOCK_MIN_STD:
-                continue
-            offset = _subpixel_peak(cv2.matchTemplate(area, block, cv2.TM_CCOEFF_NORMED))
-            if offset is not None:
-                centre = np.array([x + (B - 1) / 2, y + (B - 1) / 2])
-                at_vis.append(centre)
-                at_warped.append(centre + offset - R)
-    if len(at_vis) < 8:
-        return None
-    # The visible content at c shows in the warped IR at c + d, i.e. at IR pixel H^-1 (c + d).
-    at_ir = apply_homography(np.linalg.inv(H_vis_from_ir), np.array(at_warped))
-    H, inliers = cv2.findHomography(at_ir, np.array(at_vis), cv2.RANSAC, BLOCK_RANSAC_PX,
-                                    maxIters=2000, confidence=0.999)
-    if H is None:
-        return None
-    agreeing = int(inliers.sum())
-    confidence = agreeing / len(at_vis) * min(1.0, agreeing / CONFIDENT_BLOCKS)
-    return normalized(H), agreeing, confidence
-
-
-def _subpixel_peak(r: np.ndarray) -> np.ndarray | None:
-    """(dx, dy) of the correlation peak, refined by a parabola through its neighbours; None if
-    the peak is weak or on the border of the search area."""
-    _, peak, _, (px, py) = cv2.minMaxLoc(r)
-    if peak < BLOCK_MIN_NCC or not (0 < px < r.shape[1] - 1 and 0 < py < r.shape[0] - 1):
-        return None
-    cx = r[py, px - 1] - 2 * peak + r[py, px + 1]
-    cy = r[py - 1, px] - 2 * peak + r[py + 1, px]
-    if cx >= 0 or cy >= 0:
-        return None
-    return np.array([px + 0.5 * (r[py, px - 1] - r[py, px + 1]) / cx, py + 0.5 * (r[py - 1, px] - r[py + 1, px]) / cy])
-
-
 def _best_offset(i_small: np.ndarray, v_small: np.ndarray) -> np.ndarray:
     """H_v_from_i: the offset of the normalised cross-correlation peak of the smaller image's
     centre inside the larger."""
@@ -276,29 +203,6 @@ def _best_offset(i_small: np.ndarray, v_small: np.ndarray) -> np.ndarray:
     # templ pixel (u, v) is small pixel (u + mw, v + mh) and big pixel (u + x, v + y).
     H_big_from_small = np.array([[1, 0, x - mw], [0, 1, y - mh], [0, 0, 1]], np.float64)
     return H_big_from_small if ir_inside else np.linalg.inv(H_big_from_small)
-
-
-def _ecc(template: np.ndarray, image: np.ndarray, W: np.ndarray, motion: int) -> tuple[np.ndarray, float]:
-    """One ECC run; W maps template pixels to image pixels. The image is first warped by W, so
-    that ECC only solves a small correction from the identity (an affine one on the coarse
-    levels, which cannot drift into a wild perspective). Keeps W if ECC does not converge."""
-    W = normalized(W)
-    size = (template.shape[1], template.shape[0])
-    flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
-    pre = cv2.warpPerspective(image, W, size, flags=flags)
-    mask = cv2.warpPerspective(np.full(image.shape, 255, np.uint8), W, size,
-                               flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
-    mask = cv2.erode(mask, np.ones((5, 5), np.uint8))   # the warp's edge is not an edge of the scene
-    if np.count_nonzero(mask) < 64:
-        return W, -1.0
-    delta = np.eye(3, dtype=np.float32)[:2 if motion == cv2.MOTION_AFFINE else 3]
-    criteria = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 50, 1e-5)
-    try:
-        rho, delta = cv2.findTransformECC(template, pre, delta, motion, criteria, mask, 3)
-    except cv2.error:   # "the algorithm stopped before its convergence": keep the start
-        return W, _correlation(template, image, W)
-    D = np.vstack([delta, [0, 0, 1]]) if delta.shape[0] == 2 else delta
-    return W @ D.astype(np.float64), float(rho)
 
 
 def _correlation(template: np.ndarray, image: np.ndarray, W_image_from_template: np.ndarray,
