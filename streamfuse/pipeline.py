@@ -46,7 +46,7 @@ from streamfuse.sinks import (
     make_sink,
 )
 from streamfuse.stats import RateMeter, StageTimer
-from streamfuse.sync import Merger, Pairer, PairingWatch, SyncStats
+from streamfuse.sync import Merger, Pairer, PairingWatch, SyncStats, min_frame_gap_ns
 from streamfuse.thermal import Agc, make_agc
 
 log = logging.getLogger("streamfuse")
@@ -251,8 +251,9 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
             c.source.start_clock(t0)
             c.start()
         liveness = Liveness(rig.live, captures) if realtime else None
-        merger = Merger(captures, wakeup, wait_ns, liveness)
-        pairer = Pairer(round(rig.sync.tolerance_ms * 1e6))
+        gaps = {c.source.name: min_frame_gap_ns(float(c.source.fps)) for c in captures} if realtime else {}
+        merger = Merger(captures, wakeup, wait_ns, liveness, min_gap_ns=gaps)
+        pairer = Pairer(round(rig.sync.tolerance_ms * 1e6), gaps.get("ir"))
         report.sync = pairer.stats
         watch = PairingWatch(pairer.tolerance_ns)
 

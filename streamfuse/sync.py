@@ -77,10 +77,13 @@ class SyncStats:
 
 
 class Pairer:
-    def __init__(self, tolerance_ns: int):
+    def __init__(self, tolerance_ns: int, ir_gap_ns: int | None = None):
         if tolerance_ns <= 0:
             raise ValueError(f"tolerance must be positive, got {tolerance_ns} ns")
         self.tolerance_ns = tolerance_ns
+        #: Live rigs: the least time between IR frames (`min_frame_gap_ns`); a visible frame is
+        #: then decided as soon as the next IR frame could only be further from it.
+        self.ir_gap_ns = ir_gap_ns
         self.stats = SyncStats()
         self._last_ir: Frame | None = None
         self._last_paired_ir: Frame | None = None
@@ -124,7 +127,9 @@ class Pairer:
         while self._pending:
             vis, before = self._pending[0]
             reach = self.tolerance_ns if before is None else min(vis.t_ns - before.t_ns, self.tolerance_ns)
-            if self._now_ns - vis.t_ns <= reach:
+            no_nearer = (before is not None and self.ir_gap_ns is not None
+                         and before.t_ns + self.ir_gap_ns - vis.t_ns >= vis.t_ns - before.t_ns)
+            if self._now_ns - vis.t_ns <= reach and not no_nearer:
                 break
             self._pending.popleft()
             pairs += self._decide(vis, before, None)
@@ -152,10 +157,16 @@ class Merger:
 
     With `liveness` (live rigs), a frame older than its age limit is skipped as stale and a
     source it calls down is not waited for. `clock` is the pipeline clock (tests speed it up).
+
+    Live rigs release a frame the moment no earlier frame can still come from the other
+    camera: that camera's next frame is captured at least `min_gap_ns[camera]` (its frame
+    period less a jitter margin, `min_frame_gap_ns`) after its newest one, so a frame captured
+    before that need not wait for it. Fast replay always waits for both heads (exact order).
     """
 
     def __init__(self, captures: list[CaptureThread], wakeup: threading.Event, wait_ns: int | None,
-                 liveness: Liveness | None = None, clock: Callable[[], int] = now_ns):
+                 liveness: Liveness | None = None, clock: Callable[[], int] = now_ns,
+                 min_gap_ns: dict[str, int] | None = None):
         self._captures = captures
         self._wakeup = wakeup
         self._wait_ns = wait_ns  # None: never skip ahead of a silent source (fast replay)
@@ -165,6 +176,7 @@ class Merger:
         #: Capture time of the newest frame taken from each camera (the cameras that delivered).
         self.latest_t_ns: dict[str, int] = {}
         self._ended: set[str] = set()
+        self._min_gap_ns = min_gap_ns or {}
 
     def next(self, timeout: float) -> Frame | None:
         """The earliest frame that can no longer be preceded by one of the other camera's;
@@ -202,11 +214,27 @@ class Merger:
             return None
         first = min(ready, key=lambda f: f.t_ns)
         waiting = [n for n, f in self._heads.items() if f is None and n not in self._ended
-                   and not (self._liveness is not None and self._liveness.is_down(n))]
+                   and not (self._liveness is not None and self._liveness.is_down(n))
+                   and not self._cannot_precede(n, first.t_ns)]
         if waiting and (self._wait_ns is None or self._clock() - first.t_ns <= self._wait_ns):
             return None
         self._heads[first.camera] = None
         return first
+
+
+    def _cannot_precede(self, camera: str, t_ns: int) -> bool:
+        """Whether `camera`'s next frame is surely captured after `t_ns` (live rigs only)."""
+        gap, last = self._min_gap_ns.get(camera), self.latest_t_ns.get(camera)
+        return self._wait_ns is not None and gap is not None and last is not None and last + gap > t_ns
+
+
+#: Share of a frame period that capture stamps may come early by (USB and network jitter).
+FRAME_JITTER = 0.25
+
+
+def min_frame_gap_ns(fps: float) -> int:
+    """The least time between two frames of a camera at `fps`, jitter allowed for."""
+    return round(1e9 / fps * (1 - FRAME_JITTER))
 
 
 #: Both cameras delivering and no pair for this long: warn (a clock offset, a tight tolerance).

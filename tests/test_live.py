@@ -27,7 +27,7 @@ from streamfuse.capture.uvc import UvcConfig, UvcSource
 from streamfuse.errors import SourceError
 from streamfuse.frames import Frame, now_ns
 from streamfuse.pipeline import LIVE_SLACK_NS
-from streamfuse.sync import Merger, Pairer
+from streamfuse.sync import Merger, Pairer, min_frame_gap_ns
 
 MS = 1_000_000
 CLIP = ("video", "m3svd_frames", "0115_1831")
@@ -308,8 +308,9 @@ def test_live_merging_stays_paired_without_drift_or_growth(ir_fps, vis_fps, minu
     captures = [CaptureThread(_Idle(name), depth=live_slot_depth(fps, wait_ns))
                 for name, fps in (("ir", ir_fps), ("vis", vis_fps))]
     liveness = Liveness(LiveConfig(), captures)
-    merger = Merger(captures, threading.Event(), wait_ns, liveness, clock=clock)
-    pairer = Pairer(tolerance_ns)
+    gaps = {"ir": min_frame_gap_ns(ir_fps), "vis": min_frame_gap_ns(vis_fps)}   # as the pipeline does
+    merger = Merger(captures, threading.Event(), wait_ns, liveness, clock=clock, min_gap_ns=gaps)
+    pairer = Pairer(tolerance_ns, gaps["ir"])
     image = np.zeros((2, 2), np.uint8)
 
     def capture_ns(i: int, fps: float) -> int:
@@ -392,3 +393,53 @@ def test_skew_csv_holds_the_whole_runs_distribution(tmp_path):
         skew = min((i * ir_period - j * vis_period for i in range(200)), key=abs)
         expected[round(skew / 500_000) * 0.5] = expected.get(round(skew / 500_000) * 0.5, 0) + 1
     assert got == expected
+
+
+@pytest.mark.parametrize("release", [True, False], ids=["periods-known", "periods-unknown"])
+def test_a_pair_is_released_the_moment_both_halves_exist(release):
+    """IR and visible frames stamped alike at 30 Hz: once both have arrived, the pair comes out
+    at once when the cameras' periods are known (the next IR frame cannot be nearer); without
+    them the visible frame waits for the next IR frame or the wait limit, as before."""
+    wait_ns = 70 * MS
+    clock = VirtualClock(10**9)
+    captures = [CaptureThread(_Idle(name), depth=4) for name in ("ir", "vis")]
+    gaps = {"ir": min_frame_gap_ns(30), "vis": min_frame_gap_ns(30)} if release else None
+    merger = Merger(captures, threading.Event(), wait_ns, clock=clock, min_gap_ns=gaps)
+    pairer = Pairer(20 * MS, gaps["ir"] if release else None)
+    image = np.zeros((2, 2), np.uint8)
+    t = 10**9 - 8 * MS   # both captured 8 ms ago, both here now
+    captures[0].queue.put(Frame(image, t, 0, "ir", "gray8", clock.t))
+    captures[1].queue.put(Frame(image, t, 0, "vis", "gray8", clock.t))
+    pairs = []
+    while (frame := merger.next(0)) is not None:
+        pairs += pairer.push(frame)
+    if release:
+        assert len(pairs) == 1 and pairs[0].skew_ns == 0
+        assert pairer.stats.pairs == 1 and pairer.stats.unmatched_vis == 0
+    else:
+        assert pairs == []   # the visible frame still waits for the next IR frame
+        clock.t += wait_ns
+        while (frame := merger.next(0)) is not None:
+            pairs += pairer.push(frame)
+        pairs += pairer.advance(clock.t - wait_ns)
+        assert len(pairs) == 1 and pairs[0].skew_ns == 0   # the same pair, a wait later
+
+
+def test_an_ir_frame_that_could_still_be_nearer_is_waited_for():
+    """The visible frame lies between IR frames: the next IR frame may be nearer, so it waits."""
+    clock = VirtualClock(10**9)
+    captures = [CaptureThread(_Idle(name), depth=4) for name in ("ir", "vis")]
+    gaps = {"ir": min_frame_gap_ns(30), "vis": min_frame_gap_ns(30)}
+    merger = Merger(captures, threading.Event(), 70 * MS, clock=clock, min_gap_ns=gaps)
+    pairer = Pairer(20 * MS, gaps["ir"])
+    image = np.zeros((2, 2), np.uint8)
+    captures[0].queue.put(Frame(image, 900 * MS, 0, "ir", "gray8", clock.t))
+    captures[1].queue.put(Frame(image, 920 * MS, 0, "vis", "gray8", clock.t))   # 20 ms after it
+    pairs = []
+    while (frame := merger.next(0)) is not None:
+        pairs += pairer.push(frame)
+    assert pairs == []   # an IR frame at 933 ms (13 ms away) may still come
+    captures[0].queue.put(Frame(image, 933 * MS, 1, "ir", "gray8", clock.t))
+    while (frame := merger.next(0)) is not None:
+        pairs += pairer.push(frame)
+    assert len(pairs) == 1 and pairs[0].ir.seq == 1

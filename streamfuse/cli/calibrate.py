@@ -117,7 +117,12 @@ def _sizes(pairs) -> tuple[tuple[int, int], tuple[int, int]]:
 
 
 def _board(args):
-    from streamfuse.calibrate.board import RECOMMENDED_VIEWS, Pattern, find_views, fit_views
+    from streamfuse.calibrate.board import (
+        RECOMMENDED_VIEWS,
+        Pattern,
+        find_views,
+        fit_views,
+    )
 
     pattern = Pattern.parse(args.pattern)
     pairs = _pairs(args.ir, args.vis)
