@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from datetime import datetime
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -109,6 +110,35 @@ def test_kill_9_at_random_moments_of_segment_rotation_leaves_only_playable_files
         videos = [p for p in files if p.suffix == ".mp4"]
         assert all(p.with_name(p.stem + ".ir.mkv") in files for p in videos[:-1])  # each finished one has its IR
     assert checked >= 12
+
+
+def _bt601_limited_to_bgr(i420: np.ndarray) -> np.ndarray:
+    """What a correct player shows for a yuv420p frame tagged BT.601 limited range (float)."""
+    h, w = i420.shape[0] * 2 // 3, i420.shape[1]
+    y = (i420[:h].astype(float) - 16) * 255 / 219
+    u, v = ((np.kron(p.reshape(h // 2, w // 2).astype(float), np.ones((2, 2))) - 128) * 255 / 224
+            for p in (i420[h:h + h // 4], i420[h + h // 4:]))
+    return np.stack([y + 1.772 * u, y - 0.344136 * u - 0.714136 * v, y + 1.402 * v], -1)
+
+
+def test_the_recording_keeps_the_colours_it_was_given(tmp_path):
+    rng = np.random.default_rng(3)
+    image = np.zeros((480, 640, 3), np.uint8)
+    for y in range(0, 480, 60):
+        for x in range(0, 640, 80):
+            image[y:y + 60, x:x + 80] = rng.integers(16, 240, 3)
+    path = tmp_path / "colours.mp4"
+    video = containers.VideoFile(path, "libx264", (640, 480), Fraction(25), Mp4SinkConfig(path=path, crf=0))
+    for i in range(5):
+        video.write(image, i * 40_000_000)
+    video.close()
+    with av.open(str(path)) as c:
+        stream = c.streams.video[0]
+        assert (stream.codec_context.colorspace, stream.codec_context.color_range) == (6, 1)  # smpte170m, tv
+        shown = _bt601_limited_to_bgr(next(c.decode(stream)).to_ndarray(format="yuv420p"))
+    worst = max(np.abs(shown[y + 4:y + 56, x + 4:x + 76].mean((0, 1)) - image[y + 4:y + 56, x + 4:x + 76].mean((0, 1))).max()
+                for y in range(0, 480, 60) for x in range(0, 640, 80))
+    assert worst <= 2.0, worst
 
 
 def _assert_no_hole(pts):
