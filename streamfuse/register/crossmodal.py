@@ -1,4 +1,4 @@
-"""Cross-modal alignment near a starting mapping: dense orientation fields, block matching, MAGSAC.
+"""Cross-modal alignment near a starting mapping: dense orientation fields, refined directly.
 
 Thermal and visible images disagree on intensity and even on edge strength (a warm wall is a
 strong edge in IR and none in visible light; a painted line the reverse), but where both show
@@ -9,16 +9,15 @@ Doubling the angle makes it blind to polarity (dark-to-bright and bright-to-dark
 which is what differs most between the modalities; it is the idea of RIFT's and HOPC's
 orientation descriptors, used densely.
 
-The visible frame is cut into overlapping blocks and each block's field is located, by
-normalised cross-correlation (sub-pixel peak), in the IR field warped with the current mapping;
-a homography is fitted to the block displacements with MAGSAC (OpenCV's USAC_MAGSAC), so blocks
-whose content differs between the modalities fall out. This runs coarse to fine: the coarsest
-level searches far (the start may be tens of pixels off), each finer level only a few pixels
-around the last fit.
+`align` refines from two starts, the given mapping and the same moved by the shift at which the
+fields correlate best (`shift_search`, normalised cross-correlation within a radius), each by
+direct coarse-to-fine refinement of the field correlation (`direct.refine_direct`: similarity,
+then affine, then homography). The two results must agree (`Fit.spread`).
 
-Whether a result is better than the start is judged by a *held-back* similarity, one the fit
-did not optimise: the normalised mutual information of the two images' intensities, taken on
-the pixels both mappings cover (so neither wins by covering less).
+Whether a result is better than the start is judged by *held-back* similarities, ones the fit
+did not optimise: the normalised mutual information of the two images' intensities and the
+correlation of their gradient magnitudes, taken on the pixels both mappings cover (so neither
+wins by covering less).
 """
 from __future__ import annotations
 
