@@ -27,7 +27,7 @@ import numpy as np
 
 from streamfuse.capture import CaptureThread, Source, open_sources
 from streamfuse.capture.base import CaptureStats, live_slot_depth
-from streamfuse.capture.liveness import LiveFigures, Liveness
+from streamfuse.capture.liveness import LiveFigures, Liveness, lag_bound_ns
 from streamfuse.controls import Controls, LiveFusion
 from streamfuse.errors import RuntimeFailure, SourceError
 from streamfuse.frames import Frame, FramePair, now_ns
@@ -70,6 +70,10 @@ class RunReport:
     sink_drops: int = 0
     stages: dict[str, StageTimer] = field(default_factory=dict)
     latency: StageTimer = field(default_factory=lambda: StageTimer("latency"))
+    #: From exposure (paced) or arrival (unpaced) to the fused frame being handed to the sinks.
+    fused_latency: StageTimer = field(default_factory=lambda: StageTimer("fused"))
+    #: Each sink's latency (`SinkRunner.latency`), by sink name.
+    sink_latency: dict[str, StageTimer] = field(default_factory=dict)
     rate: RateMeter = field(default_factory=RateMeter)
     sinks: list[SinkState] = field(default_factory=list)
     error: BaseException | None = None
@@ -83,6 +87,11 @@ class RunReport:
     t0_ns: int = 0
     #: Why the run is making no progress (both cameras deliver, nothing pairs); None while it does.
     warning: str | None = None
+    #: Live rigs: per camera, the age past which a frame is skipped when a newer one waits.
+    lag_bounds_ns: dict[str, int] = field(default_factory=dict)
+    #: Whether the sources ran at their own rate on the wall clock (cameras, paced replay): the
+    #: latency is then exposure to sink; unpaced, it is arrival to sink in a throughput run.
+    paced: bool = False
 
     @property
     def stale(self) -> int:
@@ -95,6 +104,11 @@ class RunReport:
     @property
     def ffc_stalls(self) -> int:
         return sum(s.ffc_stalls for s in self.sources.values())
+
+    @property
+    def skipped(self) -> int:
+        """Frames skipped because the loop was behind and a newer frame waited."""
+        return sum(s.skipped for s in self.sources.values())
 
     @property
     def reconnects(self) -> int:
@@ -117,7 +131,7 @@ class RunReport:
 
     @property
     def drops(self) -> int:
-        return self.sync.unmatched_vis + self.sync.late + self.capture_drops + self.sink_drops
+        return self.sync.unmatched_vis + self.sync.late + self.capture_drops + self.skipped + self.sink_drops
 
     @property
     def fps(self) -> float:
@@ -227,7 +241,8 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
         if controls is None and any(isinstance(s, INTERACTIVE_SINKS) for s in rig.sinks):
             controls = Controls(rig.fusion, getattr(registrar, "distance_m", None))
         live = LiveFusion(controls, rig.fusion, registrar) if controls is not None and fuse else None
-        runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop))
+        report.paced = ir.realtime or vis.realtime
+        runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop), report.paced)
     except BaseException:  # a sink that cannot open (a window without a screen, a bad path)
         ir.close()
         vis.close()
@@ -252,12 +267,15 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
             c.start()
         liveness = Liveness(rig.live, captures) if realtime else None
         gaps = {c.source.name: min_frame_gap_ns(float(c.source.fps)) for c in captures} if realtime else {}
-        merger = Merger(captures, wakeup, wait_ns, liveness, min_gap_ns=gaps)
+        report.lag_bounds_ns = {c.source.name: lag_bound_ns(rig.live, float(c.source.fps), getattr(cfg, "latency_ms", 0.0))
+                                for c, cfg in zip(captures, (rig.ir, rig.vis))} if realtime else {}
+        merger = Merger(captures, wakeup, wait_ns, liveness, min_gap_ns=gaps, max_lag_ns=report.lag_bounds_ns)
         pairer = Pairer(round(rig.sync.tolerance_ms * 1e6), gaps.get("ir"))
         report.sync = pairer.stats
         watch = PairingWatch(pairer.tolerance_ns)
 
         def hand_out(out: Frame) -> None:
+            report.fused_latency.add((now_ns() - (out.t_ns if report.paced else out.recv_ns)) / 1e9)
             for runner in runners:
                 runner.put(out)
             if runners and all(r.failed for r in runners):
@@ -344,14 +362,14 @@ def _live_wait_ns(rig: RigConfig) -> int:
     return round((rig.sync.tolerance_ms + latency_ms) * 1e6) + LIVE_SLACK_NS
 
 
-def _open_sinks(rig: RigConfig, info: StreamInfo) -> list[SinkRunner]:
+def _open_sinks(rig: RigConfig, info: StreamInfo, paced: bool) -> list[SinkRunner]:
     runners: list[SinkRunner] = []
     try:
         for cfg in rig.sinks:
             sink = make_sink(cfg)
             sink.open(info)
             taken = sum(r.sink.name == sink.name for r in runners)
-            runners.append(SinkRunner(sink, cfg.queue, f"{sink.name}{taken + 1}" if taken else None))
+            runners.append(SinkRunner(sink, cfg.queue, f"{sink.name}{taken + 1}" if taken else None, paced))
     except BaseException:
         for r in runners:
             r.finish()
@@ -373,6 +391,7 @@ def _collect(report: RunReport, captures: list[CaptureThread], runners: list[Sin
         report.stages[r.write_time.name] = r.write_time
     report.sources = {c.source.name: c.stats for c in captures}
     report.sinks = [r.state() for r in runners]
+    report.sink_latency = {r.name: r.latency for r in runners}
     if runners:  # the first sink still working: a stopped one's latency would freeze the readout
         report.latency = next((r.latency for r in runners if not r.failed), runners[-1].latency)
     if priors is not None:

@@ -156,7 +156,9 @@ class Merger:
     """Takes frames from the two capture queues in capture-time order.
 
     With `liveness` (live rigs), a frame older than its age limit is skipped as stale and a
-    source it calls down is not waited for. `clock` is the pipeline clock (tests speed it up).
+    source it calls down is not waited for; with `max_lag_ns[camera]`, a frame older than that
+    while a newer one of the same camera waits is skipped (the loop fell behind: jump to the
+    newest). `clock` is the pipeline clock (tests speed it up).
 
     Live rigs release a frame the moment no earlier frame can still come from the other
     camera: that camera's next frame is captured at least `min_gap_ns[camera]` (its frame
@@ -166,7 +168,7 @@ class Merger:
 
     def __init__(self, captures: list[CaptureThread], wakeup: threading.Event, wait_ns: int | None,
                  liveness: Liveness | None = None, clock: Callable[[], int] = now_ns,
-                 min_gap_ns: dict[str, int] | None = None):
+                 min_gap_ns: dict[str, int] | None = None, max_lag_ns: dict[str, int] | None = None):
         self._captures = captures
         self._wakeup = wakeup
         self._wait_ns = wait_ns  # None: never skip ahead of a silent source (fast replay)
@@ -177,6 +179,7 @@ class Merger:
         self.latest_t_ns: dict[str, int] = {}
         self._ended: set[str] = set()
         self._min_gap_ns = min_gap_ns or {}
+        self._max_lag_ns = max_lag_ns or {}
 
     def next(self, timeout: float) -> Frame | None:
         """The earliest frame that can no longer be preceded by one of the other camera's;
@@ -202,7 +205,7 @@ class Merger:
             name = capture.source.name
             if self._heads[name] is None and name not in self._ended:
                 try:
-                    self._heads[name] = capture.take(now, max_age_ns)
+                    self._heads[name] = capture.take(now, max_age_ns, self._max_lag_ns.get(name))
                 except EndOfStream:
                     self._ended.add(name)
                 if self._heads[name] is not None:

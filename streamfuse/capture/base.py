@@ -10,8 +10,10 @@ hands frames to the main loop through a `BoundedQueue`:
   `REPLAY_QUEUE_DEPTH` frames: nothing is dropped, the decoder waits for the pipeline.
 
 The main loop takes a live source's frames in order with `CaptureThread.take(now,
-max_age_ns)`: each frame once, never one captured longer ago than the limit (those are
-counted as `stale` and skipped, not shown). `CaptureThread.is_down()` says when a live
+max_age_ns, max_lag_ns)`: each frame once, never one captured longer ago than the age limit
+(counted as `stale` and skipped, not shown), and, when the loop has fallen behind, none older
+than the lag bound while a newer frame waits (counted as `skipped`): the loop then jumps to
+the newest frame instead of working through a backlog. `CaptureThread.is_down()` says when a live
 source is reconnecting, frozen, or has sent nothing for a while, so that the main loop stops
 waiting for it.
 """
@@ -46,7 +48,7 @@ def live_slot_depth(fps: float, wait_ns: int) -> int:
 class CaptureStats:
     """What happened to one source; plain attributes for the summary and the monitor.
 
-    Written by the capture thread (the source) except `stale`, which the main loop counts;
+    Written by the capture thread (the source) except `stale` and `skipped`, which the main loop counts;
     each field has one writer, so no lock.
     """
 
@@ -54,6 +56,7 @@ class CaptureStats:
     stalled: bool = False      # True while a thermal camera repeats one frame (FFC)
     frames: int = 0            # frames published
     stale: int = 0             # frames older than the age limit when taken: skipped
+    skipped: int = 0           # frames past the lag bound with a newer one waiting (loop behind)
     duplicates: int = 0        # repeated frames (Lepton repeats, FFC freezes): not published
     ffc_stalls: int = 0        # runs of repeated frames longer than the stall limit
     outages: int = 0           # times the source was lost
@@ -135,15 +138,22 @@ class CaptureThread:
         self._started_ns = now_ns()
         self._thread.start()
 
-    def take(self, now: int, max_age_ns: int | None = None) -> Frame | None:
+    def take(self, now: int, max_age_ns: int | None = None, max_lag_ns: int | None = None) -> Frame | None:
         """The oldest waiting frame, skipping (and counting as stale) any captured more than
-        `max_age_ns` before `now`; None when none waits; EndOfStream (or the source's
-        error) once the stream has ended. Main thread only."""
+        `max_age_ns` before `now`, and (counted as skipped) any captured more than
+        `max_lag_ns` before it while a newer frame waits; None when none waits; EndOfStream
+        (or the source's error) once the stream has ended. Main thread only."""
         while True:
             frame = self.queue.get(timeout=0)
-            if frame is None or max_age_ns is None or now - frame.t_ns <= max_age_ns:
+            if frame is None:
+                return None
+            age = now - frame.t_ns
+            if max_age_ns is not None and age > max_age_ns:
+                self.stats.stale += 1
+            elif max_lag_ns is not None and age > max_lag_ns and len(self.queue):
+                self.stats.skipped += 1
+            else:
                 return frame
-            self.stats.stale += 1
 
     def is_down(self, now: int, silent_ns: int) -> bool:
         """True while a live source is lost, frozen, or has published nothing for `silent_ns`."""

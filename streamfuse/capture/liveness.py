@@ -32,6 +32,11 @@ class LiveConfig:
 
     #: A frame captured longer ago than this when the main loop takes it is stale: skipped, counted.
     max_age_ms: float = 500.0
+    #: When the pipeline falls behind: a frame older than this when taken, with a newer frame of
+    #: the same camera already waiting, is skipped (counted) so the loop jumps to the newest
+    #: frame instead of working through a backlog. 0: per camera, 1.5 frame periods plus its
+    #: known latency (`lag_bound_ns`).
+    max_lag_ms: float = 0.0
     #: A live source that has published nothing for this long counts as down.
     down_after_ms: float = 1000.0
     #: While one camera is down: show the other alone (other) or a NO SIGNAL placeholder (no_signal).
@@ -40,6 +45,14 @@ class LiveConfig:
     def __post_init__(self):
         check_range("max_age_ms", self.max_age_ms, 1, 60_000)
         check_range("down_after_ms", self.down_after_ms, 10, 60_000)
+        check_range("max_lag_ms", self.max_lag_ms, 0, 60_000)
+
+
+def lag_bound_ns(cfg: LiveConfig, fps: float, latency_ms: float) -> int:
+    """The age past which a camera's frame is skipped when a newer one waits (`max_lag_ms`)."""
+    if cfg.max_lag_ms:
+        return round(cfg.max_lag_ms * 1e6)
+    return round(1.5e9 / fps + latency_ms * 1e6)
 
 
 @dataclass(frozen=True)
@@ -127,7 +140,8 @@ def summary_lines(sources: dict, live: LiveFigures | None, t0_ns: int, max_event
     lines = []
     for name, s in sources.items():
         state = "DOWN" if live.down.get(name) else "up"
-        lines.append(f"  {name}: {state}; {s.frames} frames, {s.stale + s.backlog} stale, {s.duplicates} repeated, "
+        lines.append(f"  {name}: {state}; {s.frames} frames, {s.stale + s.backlog} stale, {s.skipped} skipped behind "
+                     f"newer, {s.duplicates} repeated, "
                      f"{s.ffc_stalls} FFC stalls, {s.outages} lost, {s.reconnects} reconnected"
                      + (f", {s.resized} resized" if s.resized else "")
                      + (f"; last problem: {s.last_error}" if s.last_error else ""))

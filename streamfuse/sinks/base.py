@@ -110,8 +110,10 @@ class SinkState:
     error: str | None
     #: The sink's own numbers (`Sink.state()`), e.g. recording, bytes, segments.
     extra: dict
-    #: Capture-to-write latency of its recent frames (p50, ms); None once it stopped or before a frame.
+    #: Latency of its recent frames (p50, ms; see `SinkRunner`); None once it stopped or before a frame.
     latency_ms: float | None = None
+    #: The same latency's p50, p95 and p99 (ms); None like latency_ms.
+    latency: dict[str, float] | None = None
 
 
 class SinkRunner:
@@ -121,14 +123,19 @@ class SinkRunner:
     (a window must be closed by the thread that made it), or by `finish` if that thread is
     stuck. A failed write stops this sink only: `failed` turns True, `put` discards frames
     from then on, and `error` is kept for the end of the run.
+
+    `latency` times each frame from its exposure (`Frame.t_ns`) to the end of its write when
+    the rig is `paced` (cameras, paced replay: t_ns is wall time), and from its arrival in the
+    pipeline (`Frame.recv_ns`) otherwise, where t_ns is a simulated or recorded timeline.
     """
 
-    def __init__(self, sink: Sink, policy: Policy, name: str | None = None):
+    def __init__(self, sink: Sink, policy: Policy, name: str | None = None, paced: bool = False):
         self.sink = sink
         self.name = name or sink.name
         self.queue: BoundedQueue[Frame] = BoundedQueue(SINK_QUEUE_DEPTH, policy)
         self.write_time = StageTimer(f"sink {self.name}")
         self.latency = StageTimer("latency")
+        self.paced = paced
         self.error: BaseException | None = None
         self._close_lock = threading.Lock()
         self._closed = False
@@ -157,9 +164,11 @@ class SinkRunner:
         except Exception:  # a sink's statistics must never break the monitor
             extra = {}
         working = self.error is None and self.latency.count > 0
+        lat = self.latency.summary_ms()
         return SinkState(self.name, self.queue.policy, self.write_time.count, self.queue.dropped,
                          None if self.error is None else str(self.error), extra,
-                         self.latency.summary_ms()["p50"] if working else None)
+                         lat["p50"] if working else None,
+                         {k: lat[k] for k in ("p50", "p95", "p99")} if working else None)
 
     def _run(self) -> None:
         try:
@@ -174,7 +183,7 @@ class SinkRunner:
                 start = time.perf_counter()
                 self.sink.write(frame)
                 self.write_time.add(time.perf_counter() - start)
-                self.latency.add((now_ns() - frame.recv_ns) / 1e9)
+                self.latency.add((now_ns() - (frame.t_ns if self.paced else frame.recv_ns)) / 1e9)
         except BaseException as exc:
             self.error = exc
             self.queue.abandon()
