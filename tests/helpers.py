@@ -62,7 +62,7 @@ def write_demo_rig(path: Path, pace: str = "realtime", sinks: str = "[]") -> Pat
     text = (REPO / "rigs" / "demo.yaml").read_text()
     text = text.replace("calibration: ../calibration/demo.yaml", f"calibration: {REPO / 'calibration' / 'demo.yaml'}")
     text = text.replace("sinks: []", f"sinks: {sinks}")
-    text = text.replace("    type: synthetic\n", f"    type: synthetic\n    pace: {pace}\n")
+    text = text.replace("    pace: realtime\n", f"    pace: {pace}\n")
     path.write_text(text)
     return path
 

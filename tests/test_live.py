@@ -380,7 +380,7 @@ def _resident_bytes() -> int:
 
 def test_skew_csv_holds_the_whole_runs_distribution(tmp_path):
     out = tmp_path / "skew.csv"
-    result = streamfuse("run", "rigs/demo.yaml", "--frames", 100, "--skew-csv", out, "--quiet")
+    result = streamfuse("run", "rigs/demo-fast.yaml", "--frames", 100, "--skew-csv", out, "--quiet")
     assert result.returncode == 0, result.stderr
     rows = [line.split(",") for line in out.read_text().splitlines()]
     assert rows[0] == ["skew_ms", "pairs"]

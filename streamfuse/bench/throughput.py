@@ -15,7 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from streamfuse.pipeline import RunReport, run
+from streamfuse.pipeline import run
+from streamfuse.report import RunReport
 from streamfuse.rig import RigConfig
 from streamfuse.sinks import Mp4SinkConfig
 

@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 
-from streamfuse.pipeline import RunReport, run
+from streamfuse.pipeline import run
+from streamfuse.report import RunReport
 from streamfuse.rig import RigConfig
 from streamfuse.sinks import MonitorSinkConfig, NullSinkConfig
 

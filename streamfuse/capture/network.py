@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
+from streamfuse import threads
 from streamfuse.capture.live import LiveOptions, LiveSource, StreamClock
 from streamfuse.config import check_range
 from streamfuse.errors import SourceError
@@ -122,6 +123,7 @@ class NetworkSource(LiveSource):
         except IndexError:
             container.close()
             raise SourceError(f"{self.where()}: the stream has no video; check the URL's path or channel") from None
+        stream.thread_count = threads.current().decoder
         if not self.pixel_format:
             self.pixel_format = self._choose_format(stream.codec_context.pix_fmt or "")
         clockless = container.format.name in _CLOCKLESS_FORMATS

@@ -16,6 +16,7 @@ from typing import Literal
 import cv2
 import numpy as np
 
+from streamfuse import threads
 from streamfuse.capture.base import Source
 from streamfuse.config import check_range
 from streamfuse.errors import RuntimeFailure, SourceError
@@ -94,6 +95,7 @@ class VideoFileSource(_Replay):
             raise SourceError(f"{self.name} source: cannot read {path} as video ({_reason(exc)}); "
                               "check that the file is a complete video") from None
         stream.thread_type = "AUTO"
+        stream.thread_count = threads.current().decoder  # FFmpeg's own default: every core
         cc = stream.codec_context
         self.size = (cc.width, cc.height)
         self.fps = Fraction(stream.average_rate or stream.guessed_rate or self.cfg.fps)

@@ -5,7 +5,7 @@ import sys
 import time
 
 from streamfuse.capture.liveness import summary_lines
-from streamfuse.pipeline import RunReport
+from streamfuse.report import RunReport
 from streamfuse.rig import RigConfig
 from streamfuse.sinks.containers import ENCODER_DELAY_S
 from streamfuse.stats import format_table
@@ -65,6 +65,8 @@ def summary(rig: RigConfig, report: RunReport) -> str:
         bounds = ", ".join(f"{name} {ns / 1e6:.0f} ms" for name, ns in report.lag_bounds_ns.items())
         lines.append(f"  queued age bound (live.max_lag_ms): a frame older than {bounds} is skipped when a newer "
                      "one waits, so the picture never falls behind the cameras")
+    if report.threads:
+        lines.append(f"  threads: {report.threads}")
     if not report.paced:
         lines.append("  unpaced: the sources ran as fast as the pipeline took them, so the latency below is the "
                      "backlog of a throughput run (arrival to sink), not live latency; paced rigs (cameras, "

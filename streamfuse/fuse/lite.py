@@ -67,6 +67,9 @@ class LiteFuser(Fuser):
         self._net = load_net(weights)  # first: a missing torch is a one-line error there
         import torch
 
+        from streamfuse.threads import apply_torch
+
+        apply_torch()  # torch's default team (every core) fights the rest of the run for them
         self._torch = torch
         self._emphasis = EmphasisTrack(_low_emphasis)
         self.reset()

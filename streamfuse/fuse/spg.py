@@ -33,6 +33,9 @@ def _torch():
         import torch
     except ImportError:
         raise UsageError("fusion mode spg: needs torch (a dependency of streamfuse: pip install torch)") from None
+    from streamfuse.threads import apply_torch
+
+    apply_torch()
     return torch
 
 

@@ -95,8 +95,11 @@ class PriorConfig:
         scene_change: refresh when a 32x24 thumbnail of either camera differs from the one the
             prior was computed from by more than this (mean absolute difference in standard
             deviations; 0: never).
-        threads: torch threads of the refresh worker.
-        nice: how much lower the worker's OS priority is than the frame loop's (0..19).
+        threads: torch threads of the refresh worker (null: the thread budget's share, 1 on up
+            to 4 cores; `streamfuse.threads`).
+        schedule: idle (the default): the worker runs in Linux's SCHED_IDLE class, only on
+            cycles nothing else wants; nice: `nice` steps below the frame loop instead.
+        nice: with schedule nice, how much lower the worker's OS priority is (0..19).
         device: `cpu`, or `cuda` for the worker's models.
         offline: true (the default): a run never downloads, and a weight that is not on disk
             is an error naming `streamfuse models fetch RIG`; false: a run first downloads
@@ -114,7 +117,8 @@ class PriorConfig:
     every_frames: int = 30
     max_age_s: float = 2.0
     scene_change: float = 0.5
-    threads: int = 1
+    threads: int | None = None
+    schedule: Literal["idle", "nice"] = "idle"
     nice: int = 10
     device: Literal["cpu", "cuda"] = "cpu"
     offline: bool = True
@@ -130,7 +134,8 @@ class PriorConfig:
         check_range("every_frames", self.every_frames, 0, 100_000)
         check_range("max_age_s", self.max_age_s, 0.0, 3600.0)
         check_range("scene_change", self.scene_change, 0.0, 10.0)
-        check_range("threads", self.threads, 1, 64)
+        if self.threads is not None:
+            check_range("threads", self.threads, 1, 64)
         check_range("nice", self.nice, 0, 19)
         if not (self.every_frames or self.max_age_s or self.scene_change):
             raise ValueError("every_frames: set every_frames, max_age_s or scene_change, "

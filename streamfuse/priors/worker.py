@@ -9,23 +9,24 @@ keeps using the published one, then publishes it by swapping one reference (doub
 buffering: the loop sees the old prior or the new one, never half of either). Offers that
 arrive during a refresh replace each other, so the next refresh starts from the newest pair.
 
-The worker runs torch with `priors.threads` threads at an OS priority `priors.nice` below
-the frame loop's (set on its native thread id, inherited by torch's worker threads), so
-on a small CPU it takes the cycles the frame loop leaves and not the ones it needs.
+The worker runs torch with `priors.threads` threads (default: the thread budget's share,
+`streamfuse.threads`) at the lowest priority (`priors.schedule`: SCHED_IDLE, or `priors.nice`
+steps of niceness; set on its native thread id, inherited by torch's worker threads), so on
+a small CPU it takes the cycles the frame loop leaves and not the ones it needs.
 """
 from __future__ import annotations
 
 import collections
-import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
+from streamfuse import threads as budget
 from streamfuse.errors import RuntimeFailure, UsageError
 from streamfuse.frames import Frame
 from streamfuse.priors.config import PriorConfig
@@ -33,6 +34,7 @@ from streamfuse.priors.prior import Prior
 from streamfuse.priors.weights import one_line
 from streamfuse.queues import BoundedQueue, EndOfStream
 from streamfuse.stats import TIMING_HISTORY, StageTimer
+from streamfuse.threads import PriorSchedule, lower_this_thread
 
 #: (w, h) of the thumbnails the scene-change test compares: 768 pixels, ~0.1 ms per camera.
 THUMB_SIZE = (32, 24)
@@ -67,7 +69,7 @@ class RefreshPolicy:
         self._thumbs: tuple[np.ndarray, np.ndarray] | None = None
 
     @classmethod
-    def from_config(cls, cfg: PriorConfig) -> "RefreshPolicy":
+    def from_config(cls, cfg: PriorConfig) -> RefreshPolicy:
         return cls(cfg.every_frames, cfg.max_age_s, cfg.scene_change)
 
     def due(self, offer: Offer) -> str | None:
@@ -112,7 +114,8 @@ def thumbnail(image: np.ndarray) -> np.ndarray:
 class PriorWorker:
     """The refresh thread; `extract(ir, vis, t_ns=, index=, reason=) -> Prior` does the work."""
 
-    def __init__(self, extract: Callable[..., Prior], policy: RefreshPolicy, *, threads: int = 1, nice: int = 10):
+    def __init__(self, extract: Callable[..., Prior], policy: RefreshPolicy, *, threads: int | None = None,
+                 nice: int = 10, schedule: PriorSchedule = "idle"):
         self.policy = policy
         self.refresh_time = StageTimer("prior refresh")
         self.reasons: collections.Counter[str] = collections.Counter()
@@ -121,6 +124,9 @@ class PriorWorker:
         self._extract = extract
         self._threads = threads
         self._nice = nice
+        self._schedule = schedule
+        #: How the worker's thread was scheduled ("SCHED_IDLE", "nice +10"), once it started.
+        self.scheduled = ""
         self._slot: BoundedQueue[Offer] = BoundedQueue(1, "drop_oldest")
         self._stop = threading.Event()
         self._latest: Prior | None = None
@@ -155,8 +161,8 @@ class PriorWorker:
 
     def _run(self) -> None:
         try:
-            _lower_priority(self._nice)
-            _set_torch_threads(self._threads)
+            self.scheduled = lower_this_thread(self._schedule, self._nice)
+            _set_torch_threads(self._threads or budget.current().prior_threads)
             while not self._stop.is_set():
                 try:
                     offer = self._slot.get()
@@ -242,7 +248,7 @@ def open_priors(cfg: PriorConfig, rig_path: Path | str) -> PriorStage:
 
     extractor = build_extractor(cfg, rig_path)
     policy = RefreshPolicy.from_config(cfg)
-    return PriorStage(PriorWorker(extractor, policy, threads=cfg.threads, nice=cfg.nice))
+    return PriorStage(PriorWorker(extractor, policy, threads=cfg.threads, nice=cfg.nice, schedule=cfg.schedule))
 
 
 def require_learn(rig_path: Path | str) -> None:
@@ -255,17 +261,6 @@ def require_learn(rig_path: Path | str) -> None:
         raise UsageError(f"{rig_path}: semantic priors need torch, open_clip_torch and timm "
                          f"({exc.name or exc} is missing); install them with pip install 'streamfuse[learn]' "
                          f"(in a checkout: pip install -e '.[learn]'), or remove the priors section") from None
-
-
-def _lower_priority(nice: int) -> None:
-    """Raise this thread's nice value by `nice` (Linux: per thread). Best effort elsewhere."""
-    if not nice:
-        return
-    try:
-        tid = threading.get_native_id()
-        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
-    except (AttributeError, OSError):
-        pass
 
 
 def _set_torch_threads(threads: int) -> None:
