@@ -22,6 +22,14 @@ def add_parsers(sub) -> None:
     b.add_argument("--modes", default=ready, help=f"comma-separated modes (default: {ready})")
     b.add_argument("--rounds", type=positive_int, default=3, metavar="R",
                    help="interleaved rounds; each run reports its fastest (3)")
+    b.add_argument("--latency-seconds", type=float, default=10.0, metavar="S",
+                   help="length of each run of the paced latency round: the rig paced at 30 fps, lite, without "
+                        "and with priors (10; 0 skips the round)")
+    b.add_argument("--latency-mode", default="lite", metavar="NAME", help="fusion mode of the latency round (lite)")
+    b.add_argument("--latency-busy", action="store_true",
+                   help="repeat each latency run with a CPU-bound process beside it")
+    b.add_argument("--no-latency-priors", action="store_true",
+                   help="leave out the latency round's runs with priors (they need the learn extra)")
     b.set_defaults(handler=_cmd_bench)
 
     from streamfuse.bench.models import LITE_MIN_FRAMES
@@ -70,9 +78,20 @@ def _cmd_bench(args) -> int:
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes:
         raise UsageError("--modes: name at least one fusion mode")
-    for mode in modes:
+    for mode in modes + [args.latency_mode]:
         rig.with_mode(mode)  # validates the name before any run starts
-    print(bench(rig, modes, args.frames, args.rounds))
+    if args.latency_seconds < 0:
+        raise UsageError("--latency-seconds: expected 0 (no latency round) or more")
+    print(bench(rig, modes, args.frames, args.rounds), flush=True)
+    if args.latency_seconds:
+        from streamfuse.bench.latency import latency_round
+
+        priors = not args.no_latency_priors
+        if priors:
+            from streamfuse.priors.worker import require_learn
+
+            require_learn("streamfuse bench (the latency round with priors; --no-latency-priors leaves it out)")
+        print(latency_round(rig, args.latency_mode, args.latency_seconds, priors=priors, busy=args.latency_busy))
     return 0
 
 
