@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from streamfuse.cli.args import positive_float, positive_int
-from streamfuse.errors import UsageError
+from streamfuse.errors import UsageError, needs_torch
 from streamfuse.fuse import MODES, NEEDS_WEIGHTS
 
 #: The shipped rigs, for the benchmarks' default rig.
@@ -80,7 +80,7 @@ def _cmd_bench_models(args) -> int:
     try:
         import torch
     except ImportError:
-        raise UsageError("bench-models: needs torch (a dependency of streamfuse: pip install torch)") from None
+        raise needs_torch("bench-models") from None
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("bench-models: --device cuda, but torch sees no CUDA device here; use --device cpu")
     from streamfuse.bench.models import bench

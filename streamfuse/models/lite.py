@@ -114,17 +114,17 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
 #: The noise estimator: Immerkaer's kernel (1996), which cancels smooth image content, with the
 #: median of its response (robust to edges and texture): sigma = median |x * K| / (0.6745 * 6)
 #: (6 = the kernel's norm; 0.6745 = the median of |N(0, 1)|).
-_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-_NOISE_SCALE = float(1.0 / (0.6745 * 6.0))
+NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+NOISE_SCALE = float(1.0 / (0.6745 * 6.0))
 #: Mean |3x3 Laplacian| of white noise of sigma 1: sqrt(20) * sqrt(2 / pi).
-_LAPLACIAN_OF_NOISE = float(np.sqrt(20) * np.sqrt(2 / np.pi))
+LAPLACIAN_OF_NOISE = float(np.sqrt(20) * np.sqrt(2 / np.pi))
 
 
 def noise_sigma(x: np.ndarray) -> float:
     """The pixel noise sigma of an HxW float32 image (interior pixels; every other row and
     column, which is plenty for a median and four times cheaper)."""
-    response = cv2.filter2D(x, cv2.CV_32F, _NOISE_KERNEL)[1:-1:2, 1:-1:2]
-    return _NOISE_SCALE * float(np.median(np.abs(response)))
+    response = cv2.filter2D(x, cv2.CV_32F, NOISE_KERNEL)[1:-1:2, 1:-1:2]
+    return NOISE_SCALE * float(np.median(np.abs(response)))
 
 
 def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | None = None) -> Prepared:
@@ -138,7 +138,7 @@ def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | No
         m = _area(x, size)
         sd = np.sqrt(np.maximum(_area(x * x, size) - m * m, 0.0) + 1e-6)
         sal = _area(np.abs(cv2.Laplacian(x, cv2.CV_32F)), size)
-        floor = NOISE_MARGIN * _LAPLACIAN_OF_NOISE * sigma
+        floor = NOISE_MARGIN * LAPLACIAN_OF_NOISE * sigma
         sal = np.sqrt(np.maximum(sal * sal - floor * floor, 0.0))
         sal = cv2.GaussianBlur(sal, (0, 0), SALIENCY_SIGMA, borderType=cv2.BORDER_REFLECT_101)
         out += [m, sd, np.log(sal + 1e-4)]
@@ -200,131 +200,61 @@ def _knee_numpy(x: np.ndarray) -> np.ndarray:
     return x
 
 
-# --------------------------------------------------------------------------- torch
+# --------------------------------------------------------------------------- the network in numpy
 
-def _torch():
-    import torch
-    import torch.nn.functional as F
-    return torch, F
-
-
-def build_net():
-    """The network (an nn.Module): features (B,6,h,w) -> logit maps (B,4,h,w)."""
-    torch, F = _torch()
-    from torch import nn
-
-    class LiteNet(nn.Module):
-        """A 1x1 skip (starting as the saliency rule) plus 4 convs at 1/8 size (starting at zero)."""
-
-        def __init__(self):
-            super().__init__()
-            act = lambda: nn.LeakyReLU(0.1)  # noqa: E731
-            self.skip = nn.Conv2d(IN_CHANNELS, MAPS, 1)
-            self.body = nn.Sequential(
-                nn.Conv2d(IN_CHANNELS, HIDDEN, 3, padding=1), act(),
-                nn.Conv2d(HIDDEN, HIDDEN, 3, padding=2, dilation=2), act(),
-                nn.Conv2d(HIDDEN, HIDDEN, 3, padding=1), act(),
-                nn.Conv2d(HIDDEN, MAPS, 1))
-            nn.init.zeros_(self.body[-1].weight)
-            nn.init.zeros_(self.body[-1].bias)
-            with torch.no_grad():
-                self.skip.weight.zero_()
-                for row in (0, 1):  # log saliency of a minus that of b (channels 4, 5)
-                    self.skip.weight[row, 4] = START_STEEPNESS
-                    self.skip.weight[row, 5] = -START_STEEPNESS
-                self.skip.bias.copy_(torch.tensor([0.0, 0.0, _logit(START_KAPPA), _logit(START_BOOST)]))
-
-        def forward(self, feats):
-            # The convolutions run at half the maps' size (1/8 of the frame): a quarter of the
-            # cost; the skip keeps the saliency rule at full 1/4 precision.
-            coarse = self.body(F.avg_pool2d(feats, 2, ceil_mode=True))
-            return self.skip(feats) + F.interpolate(coarse, size=feats.shape[-2:], mode="bilinear",
-                                                    align_corners=False)
-
-    return LiteNet()
+#: The network's parameters by name (as `lite_torch.build_net` names them) and shape.
+PARAM_SHAPES: dict[str, tuple[int, ...]] = {
+    "skip.weight": (MAPS, IN_CHANNELS, 1, 1), "skip.bias": (MAPS,),
+    "body.0.weight": (HIDDEN, IN_CHANNELS, 3, 3), "body.0.bias": (HIDDEN,),
+    "body.2.weight": (HIDDEN, HIDDEN, 3, 3), "body.2.bias": (HIDDEN,),
+    "body.4.weight": (HIDDEN, HIDDEN, 3, 3), "body.4.bias": (HIDDEN,),
+    "body.6.weight": (MAPS, HIDDEN, 1, 1), "body.6.bias": (MAPS,),
+}
+#: (layer, dilation) of the body's 3x3 convolutions, each followed by LeakyReLU(LEAK).
+_BODY = (("body.0", 1), ("body.2", 2), ("body.4", 1))
+LEAK = 0.1
 
 
-def _logit(p: float) -> float:
-    return float(np.log(p / (1.0 - p)))
+def forward_numpy(params: dict[str, np.ndarray], feats: np.ndarray) -> np.ndarray:
+    """The network (`lite_torch.build_net`) in numpy: features (6 x h x w float32) -> the 4 logit
+    maps (4 x h x w). At 128 x 160 cells (a 640x512 frame) it costs well under a millisecond,
+    so the per-frame path needs no torch and no thread team of its own."""
+    x = _pool2(feats)
+    for name, dilation in _BODY:
+        x = _conv3x3(x, params[name + ".weight"], params[name + ".bias"], dilation)
+        x = np.maximum(x, LEAK * x)
+    coarse = _conv1x1(x, params["body.6.weight"], params["body.6.bias"])
+    h, w = feats.shape[1:]
+    up = np.stack([_up(c, (h, w)) for c in coarse])
+    return _conv1x1(feats, params["skip.weight"], params["skip.bias"]) + up
 
 
-def _box_torch(x, r: int):
-    _, F = _torch()
-    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="reflect"), 2 * r + 1, stride=1)
+def _conv1x1(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    c, h, w = x.shape
+    return (weight[:, :, 0, 0] @ x.reshape(c, h * w)).reshape(-1, h, w) + bias[:, None, None]
 
 
-def _gauss_torch(x, sigma: float):
-    torch, F = _torch()
-    r = int(4 * sigma + 0.5)
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma * sigma))
-    k = k / k.sum()
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    c = x.shape[1]
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+def _conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, dilation: int) -> np.ndarray:
+    """torch's Conv2d(3x3, padding=dilation, dilation=dilation): zero padding, same size."""
+    c, h, w = x.shape
+    d = dilation
+    padded = np.pad(x, ((0, 0), (d, d), (d, d)))
+    out = np.empty((weight.shape[0], h * w), np.float32)
+    out[:] = bias[:, None]
+    for i in range(3):
+        for j in range(3):
+            window = padded[:, i * d: i * d + h, j * d: j * d + w].reshape(c, h * w)
+            out += weight[:, :, i, j] @ window
+    return out.reshape(-1, h, w)
 
 
-def _laplacian_torch(x):
-    torch, F = _torch()
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=x.dtype, device=x.device)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k.view(1, 1, 3, 3))
-
-
-def features_torch(a, b):
-    """((B,6,h,w) network input, a_low, b_low) from lumas a, b (B,1,H,W) in 0..1; H, W
-    multiples of SCALE."""
-    torch, F = _torch()
-    out, lows = [], []
-    kernel = torch.from_numpy(_NOISE_KERNEL).to(a).view(1, 1, 3, 3)
-    for x in (a, b):
-        m = F.avg_pool2d(x, SCALE)
-        sd = torch.sqrt(torch.clamp(F.avg_pool2d(x * x, SCALE) - m * m, min=0.0) + 1e-6)
-        response = F.conv2d(x, kernel)[..., ::2, ::2].abs().flatten(1)
-        noise = _NOISE_SCALE * response.median(dim=1).values.view(-1, 1, 1, 1)
-        sal = F.avg_pool2d(_laplacian_torch(x).abs(), SCALE)
-        floor = NOISE_MARGIN * _LAPLACIAN_OF_NOISE * noise
-        sal = _gauss_torch(torch.sqrt(torch.relu(sal * sal - floor * floor) + 1e-12), SALIENCY_SIGMA)
-        out += [m, sd, torch.log(sal + 1e-4)]
-        lows.append(m)
-    ma, sa, la, mb, sb, lb = out
-    return torch.cat([ma, mb, sa, sb, la, lb], dim=1), lows[0], lows[1]
-
-
-def probabilities_torch(maps):
-    """`probabilities_numpy` (no emphasis) in torch: (B,4,h,w) logits -> (B,4,h,w)."""
-    torch, _ = _torch()
-    p = torch.sigmoid(maps)
-    return torch.cat([p[:, :1], _box_torch(p[:, 1:2], BASE_WEIGHT_RADIUS), p[:, 2:]], dim=1)
-
-
-def apply_torch(a, b, probs, a_low, b_low):
-    """`apply_numpy` in torch: a, b (B,1,H,W), probs (B,4,h,w) -> fused (B,1,H,W), unclipped."""
-    torch, F = _torch()
-    shape = a.shape[-2:]
-    up = lambda x: F.interpolate(x, size=shape, mode="bilinear", align_corners=False)  # noqa: E731
-    r = GUIDE_RADIUS
-
-    def guided_up(guide, guide_low, p_low):
-        mean_i, mean_p = _box_torch(guide_low, r), _box_torch(p_low, r)
-        var_i = _box_torch(guide_low * guide_low, r) - mean_i * mean_i
-        coef = (_box_torch(guide_low * p_low, r) - mean_i * mean_p) / (var_i + GUIDE_EPS)
-        offset = mean_p - coef * mean_i
-        return up(_box_torch(coef, r)) * guide + up(_box_torch(offset, r))
-
-    w_d, w_b, kappa, boost = probs[:, :1], probs[:, 1:2], probs[:, 2:3], probs[:, 3:]
-    wa = guided_up(a, a_low, w_d).clamp(0.0, 1.0)
-    wb = guided_up(b, b_low, 1.0 - w_d).clamp(0.0, 1.0)
-    detail_w = wa / (wa + wb + 1e-6)
-    base_a, base_b = _box_torch(a, BASE_RADIUS), _box_torch(b, BASE_RADIUS)
-    mean_a = a_low.mean(dim=(2, 3), keepdim=True)
-    mean_b = b_low.mean(dim=(2, 3), keepdim=True)
-    selected = base_b + up(w_b) * (base_a - base_b)
-    additive = ADDITIVE * (base_a + base_b) + (0.5 - ADDITIVE) * (mean_a + mean_b)
-    base = selected + up(kappa) * (additive - selected)
-    base = torch.where(base > 1.0 - KNEE, 1.0 - KNEE + KNEE * torch.tanh((base - (1.0 - KNEE)) / KNEE), base)
-    base = torch.where(base < KNEE, KNEE - KNEE * torch.tanh((KNEE - base) / KNEE), base)
-    detail_b = b - base_b
-    detail = detail_b + detail_w * ((a - base_a) - detail_b)
-    contrast = torch.sqrt(_gauss_torch(F.avg_pool2d(detail * detail, SCALE), CONTRAST_SIGMA) + 1e-12) * 255.0
-    gain = 1.0 + boost / (1.0 + contrast / BOOST_CONTRAST)
-    return base + up(gain) * detail
+def _pool2(x: np.ndarray) -> np.ndarray:
+    """torch's avg_pool2d(x, 2, ceil_mode=True): 2x2 means, an odd last row/column alone."""
+    c, h, w = x.shape
+    if h % 2 or w % 2:
+        x = np.pad(x, ((0, 0), (0, h % 2), (0, w % 2)))
+    count = np.ones((h, w), np.float32)
+    count = np.pad(count, ((0, h % 2), (0, w % 2)))
+    hh, ww = x.shape[1] // 2, x.shape[2] // 2
+    total = x.reshape(c, hh, 2, ww, 2).sum(axis=(2, 4))
+    return (total / count.reshape(hh, 2, ww, 2).sum(axis=(1, 3))).astype(np.float32)
