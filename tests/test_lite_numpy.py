@@ -51,7 +51,7 @@ def test_run_fuse_and_eval_with_lite_need_no_torch(tmp_path):
 
 
 @pytest.mark.parametrize("command", [("train", "--steps", "1", "--quiet"),
-                                     ("bench-models", "--frames", "1")])
+                                     ("bench-models", "--device", "cuda")])
 def test_a_mode_that_needs_torch_says_which_extra_in_one_line(command):
     proc = _without_torch(*command)
     err = proc.stderr.strip()

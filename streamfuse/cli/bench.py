@@ -22,6 +22,9 @@ def add_parsers(sub) -> None:
     b.add_argument("--modes", default=ready, help=f"comma-separated modes (default: {ready})")
     b.add_argument("--rounds", type=positive_int, default=3, metavar="R",
                    help="interleaved rounds; each run reports its fastest (3)")
+    b.add_argument("--busy", action="store_true",
+                   help="run everything again beside a CPU-bound process and print how much each mode slowed, "
+                        "against pyramid (the ratio of ratios)")
     b.set_defaults(handler=_cmd_bench)
 
     from streamfuse.bench.models import LITE_MIN_FRAMES
@@ -72,15 +75,16 @@ def _cmd_bench(args) -> int:
         raise UsageError("--modes: name at least one fusion mode")
     for mode in modes:
         rig.with_mode(mode)  # validates the name before any run starts
-    print(bench(rig, modes, args.frames, args.rounds))
+    print(bench(rig, modes, args.frames, args.rounds, busy=args.busy))
     return 0
 
 
 def _cmd_bench_models(args) -> int:
-    try:
-        import torch
-    except ImportError:
-        raise needs_torch("bench-models") from None
+    if args.device == "cuda":
+        try:
+            import torch
+        except ImportError:
+            raise needs_torch("bench-models --device cuda") from None
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("bench-models: --device cuda, but torch sees no CUDA device here; use --device cpu")
     from streamfuse.bench.models import bench

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from streamfuse.fuse.base import Fuser, check_inputs
+from streamfuse.fuse import lite_targets as targets
 from streamfuse.fuse.classical import on_luma
 from streamfuse.fuse.weights import read_state
 from streamfuse.models import lite
@@ -65,20 +66,24 @@ class LiteFuser(Fuser):
         """Forget the previous frames (maps and output)."""
         self._last_maps: np.ndarray | None = None
         self._last_out: np.ndarray | None = None
-        self._noise = (0.0, 0.0)
+        self._noise = self._grain = (0.0, 0.0)
         self._frames = 0
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
-        a = ir_to_u8(ir).astype(np.float32) * (1.0 / 255.0)
-        return on_luma(vis, lambda luma: self._fuse_luma(a, luma, prior))
+        a = targets.destripe(ir_to_u8(ir).astype(np.float32) * (1.0 / 255.0))
+        inside = targets.fov_mask(ir)
+        if inside is not None:
+            a = targets.fill_outside(a, inside)
+        return on_luma(vis, lambda luma: self._fuse_luma(a, luma, prior, inside))
 
     def probabilities(self, a: np.ndarray, b: np.ndarray, prior=None) -> tuple[np.ndarray, lite.Prepared]:
         """(4 x h x w maps (w_d, w_b, kappa, boost), the Prepared) for lumas a, b (HxW float32, 0..1)."""
         if self._frames % NOISE_EVERY == 0:  # frame 0 after a reset included
             self._noise = (lite.noise_sigma(a), lite.noise_sigma(b))
+            self._grain = (lite.grain_sigma(a), lite.grain_sigma(b))
         self._frames += 1
-        prepared = lite.features_numpy(a, b, self._noise)
+        prepared = lite.features_numpy(a, b, self._noise, self._grain)
         maps = lite.forward_numpy(self._params, prepared.features)
         if self._last_maps is not None and self._last_maps.shape == maps.shape:
             maps = self._last_maps + MAP_FOLLOW * (maps - self._last_maps)
@@ -86,10 +91,13 @@ class LiteFuser(Fuser):
         emphasis = self._emphasis.maps(prior, a.shape)
         return lite.probabilities_numpy(maps, None if emphasis is None else emphasis[0]), prepared
 
-    def _fuse_luma(self, a: np.ndarray, luma: np.ndarray, prior) -> np.ndarray:
+    def _fuse_luma(self, a: np.ndarray, luma: np.ndarray, prior, inside: np.ndarray | None) -> np.ndarray:
         b = luma.astype(np.float32) * (1.0 / 255.0)
         probs, prepared = self.probabilities(a, b, prior)
         fused = lite.apply_numpy(a, b, probs, prepared)
+        fused = targets.lift_targets(fused, a, self._noise[0])
+        if inside is not None:  # outside the IR's view: the visible luma, feathered in
+            fused = b + inside * (fused - b)
         fused *= 255.0
         fused = self._steady(fused)
         return np.clip(fused, 0.0, 255.0).round().astype(np.uint8)

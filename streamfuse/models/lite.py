@@ -59,16 +59,26 @@ NOISE_MARGIN = 1.0
 #: Blur (sigma, 1/SCALE cells) of the detail's local contrast, for the boost: 5 px.
 CONTRAST_SIGMA = 1.25
 #: Fast guided filter radius (1/SCALE cells) and regularisation (lumas 0..1).
-GUIDE_RADIUS = 2
+GUIDE_RADIUS = 1
 GUIDE_EPS = 1e-4
 #: Weight of each camera in the additive base.
-ADDITIVE = 0.8
+ADDITIVE = 0.9
 #: Soft knee of the base: values within KNEE of 0 or 1, and past them, are squeezed (tanh)
 #: rather than clipped later, so an additive base over bright IR targets keeps their edges.
 #: (It also lifts a pure black base to ~0.036 and lowers a pure white one as much.)
 KNEE = 0.15
+#: Where the visible base is bright (from EXPOSED[0], fully from EXPOSED[1]; lumas 0..1) the
+#: fused base stays within EXPOSED_DROP of it: a lit wall or an overcast sky keeps its
+#: brightness however cold the IR sees it.
+EXPOSED = (0.5, 0.75)
+EXPOSED_DROP = 0.15
 #: Local contrast (grey levels) below which faint detail gets most of its boost.
 BOOST_CONTRAST = 4.0
+#: ... blurred by this sigma (px) first (`_coarse`), and only as far as the detail's local
+#: contrast stands above BOOST_GRAIN x the grain of the camera it comes from (a Wiener-like
+#: share, `grain_sigma`): the boost must not lift sensor grain.
+BOOST_SIGMA = 2.0
+BOOST_GRAIN = 2.0
 #: Features per 1/SCALE cell fed to the network, hidden channels, maps out.
 IN_CHANNELS = 6
 HIDDEN = 8
@@ -97,6 +107,7 @@ class Prepared:
     features: np.ndarray   # IN_CHANNELS x h x w float32
     a_low: np.ndarray      # h x w cell means of a
     b_low: np.ndarray      # h x w cell means of b
+    grain: tuple[float, float] = (0.0, 0.0)   # `grain_sigma` of a and b (0..1)
 
 
 def _area(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -127,10 +138,23 @@ def noise_sigma(x: np.ndarray) -> float:
     return NOISE_SCALE * float(np.median(np.abs(response)))
 
 
-def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | None = None) -> Prepared:
-    """The network input (and cell means) from two HxW float32 lumas in 0..1. `noise`: the
-    cameras' noise sigmas if known (a video fuser re-estimates them every few frames only);
-    None estimates them here (`noise_sigma`)."""
+def grain_sigma(x: np.ndarray) -> float:
+    """The fine-scale grain of an HxW float32 image (0..1) where it is flat: the standard
+    deviation of x less its sigma-2 blur over the pixels below the 30th percentile of the
+    gradient magnitude (after a sigma 1.5 blur). Unlike `noise_sigma` it sees compression
+    and fixed-pattern texture, and is not quantised to zero on clean 8-bit images."""
+    smooth = cv2.GaussianBlur(x, (0, 0), 1.5)
+    gradient = cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+    flat = gradient <= np.percentile(gradient.ravel()[::4], 30.0)
+    fine = x - cv2.GaussianBlur(x, (0, 0), 2.0)
+    return float(fine[flat].std()) if flat.any() else 0.0
+
+
+def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | None = None,
+                   grain: tuple[float, float] | None = None) -> Prepared:
+    """The network input (and cell means) from two HxW float32 lumas in 0..1. `noise`, `grain`:
+    the cameras' noise sigmas and grains if known (a video fuser re-estimates them every few
+    frames only); None estimates them here (`noise_sigma`, `grain_sigma`)."""
     size = low_size(a.shape)
     noise = noise if noise is not None else (noise_sigma(a), noise_sigma(b))
     out, lows = [], []
@@ -144,7 +168,8 @@ def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | No
         out += [m, sd, np.log(sal + 1e-4)]
         lows.append(m)
     ma, sa, la, mb, sb, lb = out
-    return Prepared(np.stack([ma, mb, sa, sb, la, lb]).astype(np.float32), lows[0], lows[1])
+    grain = grain if grain is not None else (grain_sigma(a), grain_sigma(b))
+    return Prepared(np.stack([ma, mb, sa, sb, la, lb]).astype(np.float32), lows[0], lows[1], tuple(grain))
 
 
 def probabilities_numpy(maps: np.ndarray, emphasis: np.ndarray | None = None) -> np.ndarray:
@@ -180,14 +205,29 @@ def apply_numpy(a: np.ndarray, b: np.ndarray, probs: np.ndarray, prepared: Prepa
     mean_a, mean_b = float(prepared.a_low.mean()), float(prepared.b_low.mean())
     selected = base_b + _up(w_b, shape) * (base_a - base_b)
     additive = ADDITIVE * (base_a + base_b) + (0.5 - ADDITIVE) * (mean_a + mean_b)
-    base = _knee_numpy(selected + _up(kappa, shape) * (additive - selected))
+    base = selected + _up(kappa, shape) * (additive - selected)
+    base = _knee_numpy(base + _exposed(base_b) * np.maximum(base_b - EXPOSED_DROP - base, 0.0))
     detail_b = b - base_b
     detail = detail_b + detail_w * ((a - base_a) - detail_b)
     size = w_d.shape
     contrast = np.sqrt(cv2.GaussianBlur(_area(detail * detail, size), (0, 0), CONTRAST_SIGMA,
                                         borderType=cv2.BORDER_REFLECT_101)) * 255.0
-    gain = 1.0 + boost / (1.0 + contrast / BOOST_CONTRAST)
-    return base + _up(gain, shape) * detail
+    grain = 255.0 * (prepared.grain[1] + w_d * (prepared.grain[0] - prepared.grain[1]))
+    signal = np.clip(1.0 - (BOOST_GRAIN * grain) ** 2 / (contrast * contrast + 1e-6), 0.0, 1.0)
+    lift = boost * signal / (1.0 + contrast / BOOST_CONTRAST)
+    return base + detail + _up(lift, shape) * _coarse(detail)
+
+
+def _exposed(base_b: np.ndarray) -> np.ndarray:
+    """0..1: how well exposed (bright) the visible base is: 0 up to EXPOSED[0], 1 from EXPOSED[1]."""
+    low, high = EXPOSED
+    return np.clip((base_b - low) * (1.0 / (high - low)), 0.0, 1.0)
+
+
+def _coarse(detail: np.ndarray) -> np.ndarray:
+    """What the boost lifts: the detail blurred by BOOST_SIGMA, so faint structure gains
+    contrast and the pixel grain under it (finer than the blur) does not."""
+    return cv2.GaussianBlur(detail, (0, 0), BOOST_SIGMA, borderType=cv2.BORDER_REFLECT_101)
 
 
 def _knee_numpy(x: np.ndarray) -> np.ndarray:

@@ -12,6 +12,10 @@ from streamfuse.models.lite import (
     BASE_RADIUS,
     BASE_WEIGHT_RADIUS,
     BOOST_CONTRAST,
+    BOOST_GRAIN,
+    BOOST_SIGMA,
+    EXPOSED,
+    EXPOSED_DROP,
     CONTRAST_SIGMA,
     GUIDE_EPS,
     GUIDE_RADIUS,
@@ -126,8 +130,31 @@ def probabilities_torch(maps):
     return torch.cat([p[:, :1], _box_torch(p[:, 1:2], BASE_WEIGHT_RADIUS), p[:, 2:]], dim=1)
 
 
-def apply_torch(a, b, probs, a_low, b_low):
-    """`apply_numpy` in torch: a, b (B,1,H,W), probs (B,4,h,w) -> fused (B,1,H,W), unclipped."""
+def grain_torch(x):
+    """`lite.grain_sigma` per image of x (B,1,H,W) -> (B,), not differentiated."""
+    torch, F = _torch()
+    with torch.no_grad():
+        smooth = _gauss_torch(x, 1.5)
+        gx = F.conv2d(F.pad(smooth, (1, 1, 1, 1), mode="reflect"), _sobel(x, transpose=False))
+        gy = F.conv2d(F.pad(smooth, (1, 1, 1, 1), mode="reflect"), _sobel(x, transpose=True))
+        gradient = torch.sqrt(gx * gx + gy * gy).flatten(1)
+        fine = (x - _gauss_torch(x, 2.0)).flatten(1)
+        limit = torch.quantile(gradient[:, ::4], 0.3, dim=1, keepdim=True)
+        flat = (gradient <= limit).float()
+        count = flat.sum(dim=1).clamp(min=1.0)
+        mean = (fine * flat).sum(dim=1) / count
+        return torch.sqrt(((fine - mean[:, None]) ** 2 * flat).sum(dim=1) / count)
+
+
+def _sobel(x, transpose: bool):
+    torch, _ = _torch()
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=x.dtype, device=x.device)
+    return (k.t() if transpose else k).reshape(1, 1, 3, 3)
+
+
+def apply_torch(a, b, probs, a_low, b_low, grain=None):
+    """`apply_numpy` in torch: a, b (B,1,H,W), probs (B,4,h,w) -> fused (B,1,H,W), unclipped.
+    `grain`: (grain of a, grain of b), each (B,) (`grain_torch`, computed here if None)."""
     torch, F = _torch()
     shape = a.shape[-2:]
     up = lambda x: F.interpolate(x, size=shape, mode="bilinear", align_corners=False)  # noqa: E731
@@ -150,10 +177,15 @@ def apply_torch(a, b, probs, a_low, b_low):
     selected = base_b + up(w_b) * (base_a - base_b)
     additive = ADDITIVE * (base_a + base_b) + (0.5 - ADDITIVE) * (mean_a + mean_b)
     base = selected + up(kappa) * (additive - selected)
+    exposed = ((base_b - EXPOSED[0]) / (EXPOSED[1] - EXPOSED[0])).clamp(0.0, 1.0)
+    base = base + exposed * torch.relu(base_b - EXPOSED_DROP - base)
     base = torch.where(base > 1.0 - KNEE, 1.0 - KNEE + KNEE * torch.tanh((base - (1.0 - KNEE)) / KNEE), base)
     base = torch.where(base < KNEE, KNEE - KNEE * torch.tanh((KNEE - base) / KNEE), base)
     detail_b = b - base_b
     detail = detail_b + detail_w * ((a - base_a) - detail_b)
     contrast = torch.sqrt(_gauss_torch(F.avg_pool2d(detail * detail, SCALE), CONTRAST_SIGMA) + 1e-12) * 255.0
-    gain = 1.0 + boost / (1.0 + contrast / BOOST_CONTRAST)
-    return base + up(gain) * detail
+    ga, gb = (grain_torch(a), grain_torch(b)) if grain is None else grain
+    noise = 255.0 * (gb.view(-1, 1, 1, 1) + w_d * (ga - gb).view(-1, 1, 1, 1))
+    signal = (1.0 - (BOOST_GRAIN * noise) ** 2 / (contrast * contrast + 1e-6)).clamp(0.0, 1.0)
+    lift = boost * signal / (1.0 + contrast / BOOST_CONTRAST)
+    return base + detail + up(lift) * _gauss_torch(detail, BOOST_SIGMA)
