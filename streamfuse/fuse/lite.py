@@ -67,12 +67,13 @@ class LiteFuser(Fuser):
         self._last_maps: np.ndarray | None = None
         self._last_out: np.ndarray | None = None
         self._noise = self._grain = (0.0, 0.0)
+        self._view = targets.FieldOfView()
         self._frames = 0
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
         a = targets.destripe(ir_to_u8(ir).astype(np.float32) * (1.0 / 255.0))
-        inside = targets.fov_mask(ir)
+        inside = self._view.update(ir)
         if inside is not None:
             a = targets.fill_outside(a, inside)
         return on_luma(vis, lambda luma: self._fuse_luma(a, luma, prior, inside))

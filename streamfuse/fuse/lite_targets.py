@@ -27,11 +27,13 @@ HOT_LOW, HOT_HIGH = 1.5, 2.5
 #: ... and never below this many of the IR's noise sigmas.
 HOT_NOISE = 4.0
 #: The fused target's excess over its background, as a multiple of the IR's.
-TARGET_GAIN = 1.15
+TARGET_GAIN = 1.2
 #: Horizontal blur (sigma, px) that separates stripes from the image.
 STRIPE_SIGMA = 2.0
 #: Column offsets within this (0..1 luma: 2 grey levels) are taken for image content, not stripes.
 STRIPE_FLOOR = 2.0 / 255.0
+#: ... and a column's high-pass counts at most this much (0..1 luma: 16 grey levels) per row.
+STRIPE_CLIP = 16.0 / 255.0
 #: Feather (px) of the field-of-view border.
 FOV_FEATHER = 6
 #: Reach (px) of the fill outside the field of view.
@@ -40,8 +42,11 @@ FILL_RADIUS = 64
 
 def destripe(a: np.ndarray) -> np.ndarray:
     """The IR luma (HxW float32) less its column offsets (module docstring)."""
-    smooth = cv2.GaussianBlur(a, (0, 0), sigmaX=STRIPE_SIGMA, sigmaY=0.01)
-    offsets = np.median((a - smooth)[::2], axis=0)
+    rows = np.ascontiguousarray(a[::4])  # every 4th row: plenty for a column's offset, 4x cheaper
+    high = rows - cv2.GaussianBlur(rows, (0, 0), sigmaX=STRIPE_SIGMA, sigmaY=0.01)
+    # A mean of the high-pass clipped to a few stripe amplitudes: robust to the edges of
+    # objects in the column like a median, at a fraction of its cost.
+    offsets = np.clip(high, -STRIPE_CLIP, STRIPE_CLIP).mean(axis=0)
     offsets -= np.clip(offsets, -STRIPE_FLOOR, STRIPE_FLOOR)  # leave a clean image as it is
     return a - offsets[None, :].astype(np.float32)
 
@@ -55,23 +60,26 @@ def background(x: np.ndarray) -> np.ndarray:
 
 
 def hot_weight(excess: np.ndarray, noise: float) -> np.ndarray:
-    """0..1 per pixel: how surely the IR shows a warm target there (module docstring)."""
+    """0..1 per pixel (at half size): how surely the IR shows a warm target there, from the
+    IR's excess over its background (half size, module docstring)."""
     mean, spread = float(excess.mean()), float(excess.std())
     low = max(mean + HOT_LOW * spread, HOT_NOISE * noise)
     high = max(mean + HOT_HIGH * spread, low + 1e-3)
     weight = np.clip((excess - low) * (1.0 / (high - low)), 0.0, 1.0)
-    weight = cv2.dilate(weight, np.ones((3, 3), np.uint8))
-    return cv2.GaussianBlur(weight, (0, 0), 1.0)
+    return cv2.dilate(weight, np.ones((3, 3), np.uint8))
 
 
 def lift_targets(fused: np.ndarray, a: np.ndarray, noise: float) -> np.ndarray:
     """`fused` (HxW float32, 0..1) raised on the warm targets of the IR luma `a` (module docstring)."""
+    h, w = a.shape
     excess = a - background(a)
-    weight = hot_weight(excess, noise)
+    half = cv2.resize(excess, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+    weight = hot_weight(half, noise)
     if not weight.any():
         return fused
     shortfall = TARGET_GAIN * excess - (fused - background(fused))
-    return fused + weight * np.maximum(shortfall, 0.0)
+    np.maximum(shortfall, 0.0, out=shortfall)
+    return fused + cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR) * shortfall
 
 
 def fov_mask(ir: np.ndarray) -> np.ndarray | None:
@@ -86,6 +94,27 @@ def fov_mask(ir: np.ndarray) -> np.ndarray | None:
     size = 2 * FOV_FEATHER + 1
     return cv2.blur(cv2.erode(inside.astype(np.float32), np.ones((FOV_FEATHER, FOV_FEATHER), np.uint8)),
                     (size, size))
+
+
+class FieldOfView:
+    """`fov_mask` and the fill weights of `fill_outside`, kept while the IR's field of view (its
+    0 pixels, fixed by the registration) stays the same: recomputed only when it changes."""
+
+    def __init__(self):
+        self._key = None
+        self.inside: np.ndarray | None = None
+
+    def update(self, ir: np.ndarray) -> np.ndarray | None:
+        """The feathered mask for this frame (None: all of the frame is inside)."""
+        if ir.dtype != np.uint16:
+            self._key, self.inside = None, None
+            return None
+        zero = ir == 0
+        key = (ir.shape, int(np.count_nonzero(zero)), int(zero[0].sum()), int(zero[-1].sum()),
+               int(zero[:, 0].sum()), int(zero[:, -1].sum()))
+        if key != self._key:
+            self._key, self.inside = key, fov_mask(ir)
+        return self.inside
 
 
 def fill_outside(a: np.ndarray, inside: np.ndarray) -> np.ndarray:

@@ -195,27 +195,37 @@ def _guided_up(guide: np.ndarray, guide_low: np.ndarray, p_low: np.ndarray) -> n
 
 def apply_numpy(a: np.ndarray, b: np.ndarray, probs: np.ndarray, prepared: Prepared) -> np.ndarray:
     """The fused HxW float32 luma (0..1, not clipped) from lumas a, b (HxW float32, 0..1), the
-    probabilities of `probabilities_numpy` and the `Prepared` of the same a, b."""
+    probabilities of `probabilities_numpy` and the `Prepared` of the same a, b. The bases and
+    everything made of them are computed on the 1/4-size cells (they are smooth), so only the
+    detail is handled at full size."""
     shape = a.shape
     w_d, w_b, kappa, boost = probs
     wa = np.clip(_guided_up(a, prepared.a_low, w_d), 0.0, 1.0)
     wb = np.clip(_guided_up(b, prepared.b_low, 1.0 - w_d), 0.0, 1.0)
     detail_w = wa / (wa + wb + 1e-6)
-    base_a, base_b = _box(a, BASE_RADIUS), _box(b, BASE_RADIUS)
-    mean_a, mean_b = float(prepared.a_low.mean()), float(prepared.b_low.mean())
-    selected = base_b + _up(w_b, shape) * (base_a - base_b)
-    additive = ADDITIVE * (base_a + base_b) + (0.5 - ADDITIVE) * (mean_a + mean_b)
-    base = selected + _up(kappa, shape) * (additive - selected)
-    base = _knee_numpy(base + _exposed(base_b) * np.maximum(base_b - EXPOSED_DROP - base, 0.0))
-    detail_b = b - base_b
-    detail = detail_b + detail_w * ((a - base_a) - detail_b)
+    base_low, base_a, base_b = _bases(prepared.a_low, prepared.b_low, w_b, kappa)
+    detail = b - _up(base_b, shape)
+    detail += detail_w * (a - b - _up(base_a - base_b, shape))
     size = w_d.shape
     contrast = np.sqrt(cv2.GaussianBlur(_area(detail * detail, size), (0, 0), CONTRAST_SIGMA,
                                         borderType=cv2.BORDER_REFLECT_101)) * 255.0
     grain = 255.0 * (prepared.grain[1] + w_d * (prepared.grain[0] - prepared.grain[1]))
     signal = np.clip(1.0 - (BOOST_GRAIN * grain) ** 2 / (contrast * contrast + 1e-6), 0.0, 1.0)
     lift = boost * signal / (1.0 + contrast / BOOST_CONTRAST)
-    return base + detail + _up(lift, shape) * _coarse(detail)
+    return _up(base_low, shape) + detail + _up(lift, shape) * _coarse(detail)
+
+
+def _bases(a_low: np.ndarray, b_low: np.ndarray, w_b: np.ndarray, kappa: np.ndarray):
+    """(fused base, base of a, base of b) on the 1/4-size cells: box means of BASE_RADIUS px,
+    the selected and additive mix, the exposure guard and the soft knee."""
+    r = BASE_RADIUS // SCALE
+    base_a, base_b = _box(a_low, r), _box(b_low, r)
+    mean_a, mean_b = float(a_low.mean()), float(b_low.mean())
+    selected = base_b + w_b * (base_a - base_b)
+    additive = ADDITIVE * (base_a + base_b) + (0.5 - ADDITIVE) * (mean_a + mean_b)
+    base = selected + kappa * (additive - selected)
+    base = _knee_numpy(base + _exposed(base_b) * np.maximum(base_b - EXPOSED_DROP - base, 0.0))
+    return base, base_a, base_b
 
 
 def _exposed(base_b: np.ndarray) -> np.ndarray:
@@ -225,9 +235,12 @@ def _exposed(base_b: np.ndarray) -> np.ndarray:
 
 
 def _coarse(detail: np.ndarray) -> np.ndarray:
-    """What the boost lifts: the detail blurred by BOOST_SIGMA, so faint structure gains
-    contrast and the pixel grain under it (finer than the blur) does not."""
-    return cv2.GaussianBlur(detail, (0, 0), BOOST_SIGMA, borderType=cv2.BORDER_REFLECT_101)
+    """What the boost lifts: the detail blurred by BOOST_SIGMA (at half size), so faint
+    structure gains contrast and the pixel grain under it (finer than the blur) does not."""
+    h, w = detail.shape
+    half = cv2.resize(detail, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+    half = cv2.GaussianBlur(half, (0, 0), BOOST_SIGMA / 2, borderType=cv2.BORDER_REFLECT_101)
+    return _up(half, (h, w))
 
 
 def _knee_numpy(x: np.ndarray) -> np.ndarray:

@@ -171,21 +171,22 @@ def apply_torch(a, b, probs, a_low, b_low, grain=None):
     wa = guided_up(a, a_low, w_d).clamp(0.0, 1.0)
     wb = guided_up(b, b_low, 1.0 - w_d).clamp(0.0, 1.0)
     detail_w = wa / (wa + wb + 1e-6)
-    base_a, base_b = _box_torch(a, BASE_RADIUS), _box_torch(b, BASE_RADIUS)
+    r_low = BASE_RADIUS // SCALE
+    base_a, base_b = _box_torch(a_low, r_low), _box_torch(b_low, r_low)
     mean_a = a_low.mean(dim=(2, 3), keepdim=True)
     mean_b = b_low.mean(dim=(2, 3), keepdim=True)
-    selected = base_b + up(w_b) * (base_a - base_b)
+    selected = base_b + w_b * (base_a - base_b)
     additive = ADDITIVE * (base_a + base_b) + (0.5 - ADDITIVE) * (mean_a + mean_b)
-    base = selected + up(kappa) * (additive - selected)
+    base = selected + kappa * (additive - selected)
     exposed = ((base_b - EXPOSED[0]) / (EXPOSED[1] - EXPOSED[0])).clamp(0.0, 1.0)
     base = base + exposed * torch.relu(base_b - EXPOSED_DROP - base)
     base = torch.where(base > 1.0 - KNEE, 1.0 - KNEE + KNEE * torch.tanh((base - (1.0 - KNEE)) / KNEE), base)
     base = torch.where(base < KNEE, KNEE - KNEE * torch.tanh((KNEE - base) / KNEE), base)
-    detail_b = b - base_b
-    detail = detail_b + detail_w * ((a - base_a) - detail_b)
+    detail = b - up(base_b) + detail_w * (a - b - up(base_a - base_b))
     contrast = torch.sqrt(_gauss_torch(F.avg_pool2d(detail * detail, SCALE), CONTRAST_SIGMA) + 1e-12) * 255.0
     ga, gb = (grain_torch(a), grain_torch(b)) if grain is None else grain
     noise = 255.0 * (gb.view(-1, 1, 1, 1) + w_d * (ga - gb).view(-1, 1, 1, 1))
     signal = (1.0 - (BOOST_GRAIN * noise) ** 2 / (contrast * contrast + 1e-6)).clamp(0.0, 1.0)
     lift = boost * signal / (1.0 + contrast / BOOST_CONTRAST)
-    return base + detail + up(lift) * _gauss_torch(detail, BOOST_SIGMA)
+    half = F.avg_pool2d(detail, 2, ceil_mode=True)
+    return up(base) + detail + up(lift) * up(_gauss_torch(half, BOOST_SIGMA / 2))
