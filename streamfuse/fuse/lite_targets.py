@@ -27,7 +27,7 @@ HOT_LOW, HOT_HIGH = 1.5, 2.5
 #: ... and never below this many of the IR's noise sigmas.
 HOT_NOISE = 4.0
 #: The fused target's excess over its background, as a multiple of the IR's.
-TARGET_GAIN = 1.2
+TARGET_GAIN = 1.1
 #: Horizontal blur (sigma, px) that separates stripes from the image.
 STRIPE_SIGMA = 2.0
 #: Column offsets within this (0..1 luma: 2 grey levels) are taken for image content, not stripes.

@@ -62,7 +62,7 @@ CONTRAST_SIGMA = 1.25
 GUIDE_RADIUS = 1
 GUIDE_EPS = 1e-4
 #: Weight of each camera in the additive base.
-ADDITIVE = 0.9
+ADDITIVE = 0.85
 #: Soft knee of the base: values within KNEE of 0 or 1, and past them, are squeezed (tanh)
 #: rather than clipped later, so an additive base over bright IR targets keeps their edges.
 #: (It also lifts a pure black base to ~0.036 and lowers a pure white one as much.)
