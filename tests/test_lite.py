@@ -10,8 +10,11 @@ torch = pytest.importorskip("torch", reason="the lite fusion mode needs the `lea
 
 from streamfuse.capture.scene import SyntheticScene  # noqa: E402
 from streamfuse.errors import UsageError  # noqa: E402
-from streamfuse.fuse import FusionConfig, make_fuser  # noqa: E402
-from streamfuse.fuse import lite_targets  # noqa: E402
+from streamfuse.fuse import (  # noqa: E402
+    FusionConfig,
+    lite_targets,  # noqa: E402
+    make_fuser,
+)
 from streamfuse.fuse.lite import WEIGHTS, LiteFuser  # noqa: E402
 from streamfuse.models import lite, lite_torch  # noqa: E402
 from streamfuse.thermal import ir_to_u8  # noqa: E402

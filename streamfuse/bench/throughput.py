@@ -71,9 +71,9 @@ def format_slowdown(quiet: dict[str, RunReport], busy: dict[str, RunReport]) -> 
     pyramid's (under 1: it slowed more than pyramid did)."""
     ratio = {name: busy[name].fps / quiet[name].fps if quiet[name].fps else 0.0 for name in quiet}
     lines = [f"  {'run':<10}{'alone':>8}{'beside':>8}{'ratio':>8}{'/ pyramid':>11}   (fps)"]
-    for name in quiet:
+    for name, alone in quiet.items():
         versus = f"{ratio[name] / ratio['pyramid']:>11.2f}" if ratio.get("pyramid") else f"{'':>11}"
-        lines.append(f"  {name:<10}{quiet[name].fps:>8.1f}{busy[name].fps:>8.1f}{ratio[name]:>8.2f}{versus}")
+        lines.append(f"  {name:<10}{alone.fps:>8.1f}{busy[name].fps:>8.1f}{ratio[name]:>8.2f}{versus}")
     return "\n".join(lines)
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamfuse.fuse.base import Fuser, check_inputs
 from streamfuse.fuse import lite_targets as targets
+from streamfuse.fuse.base import Fuser, check_inputs
 from streamfuse.fuse.classical import on_luma
 from streamfuse.fuse.weights import read_state
 from streamfuse.models import lite

@@ -36,7 +36,13 @@ from streamfuse.errors import SourceError, UsageError
 from streamfuse.fuse import FusionConfig, make_fuser
 from streamfuse.quality.flicker import FlickerMeter
 from streamfuse.quality.measures import MEASURES, MIN_SIDE, SourcePair, to_gray
-from streamfuse.quality.targets import USER_MEASURES, TargetScore, degrade_ir, summarize_targets, target_score
+from streamfuse.quality.targets import (
+    USER_MEASURES,
+    TargetScore,
+    degrade_ir,
+    summarize_targets,
+    target_score,
+)
 from streamfuse.thermal import ir_to_u8
 
 IR_ONLY, VIS_ONLY = "IR only", "visible only"
@@ -244,8 +250,8 @@ def format_user_table(user: dict, group: str) -> str:
     """The user-facing measures of one group: a row per method (`quality.targets`)."""
     rows = [(method, groups[group]) for method, groups in user.items() if group in groups]
     width = max(len(method) for method, _ in rows) + 2
-    lines = [f"{group}: target contrast retention (night pairs, {rows[0][1]['targets']} targets; day; night with "
-             "the IR degraded) and flat-region noise ratio",
+    lines = [(f"{group}: target contrast retention (night pairs, {rows[0][1]['targets']} targets; day; night "
+              "with the IR degraded) and flat-region noise ratio"),
              "  " + "method".ljust(width) + "".join(m.rjust(14) for m in USER_MEASURES)]
     for method, values in rows:
         cells = ["n/a" if math.isnan(values[m]) else f"{values[m]:.3f}" for m in USER_MEASURES]
