@@ -24,18 +24,32 @@ for training; tests check that they agree):
     detail weight  w_d brought to full size by fast guided filters (He & Sun 2015), one per
                    camera with that camera as the guide, then normalised: the weight's
                    edges snap to the edges of the camera it selects
-    base           selected = b_base + w_b * (a_base - b_base)
+    base           (on the 1/4-size cells, box means of BASE_RADIUS px, then upsampled)
+                   selected = b_base + w_b * (a_base - b_base)
                    additive = mean + ADDITIVE * (a_base - mean a) + ADDITIVE * (b_base - mean b)
-                   base     = knee(selected + kappa * (additive - selected))   (soft, KNEE)
+                   base     = selected + kappa * (additive - selected)
+                   base    += exposed(b_base) * max(0, b_base - EXPOSED_DROP - base)  (bright
+                              visible regions keep their brightness)
+                   base     = knee(base)                                     (soft, KNEE)
     detail         d = b_detail + w_d * (a_detail - b_detail)
-    fused          base + (1 + boost / (1 + local contrast of d / BOOST_CONTRAST)) * d
+    fused          base + d + lift * blur(d),  lift = boost * signal / (1 + c / BOOST_CONTRAST)
+                   with c the local contrast of d and signal the share of c above the grain
+                   of the camera d comes from (`grain_sigma`, BOOST_GRAIN): faint detail is
+                   lifted, sensor grain (finer than the blur, BOOST_SIGMA) is not
+
+Around this formula `streamfuse.fuse.lite_targets` destripes the IR, keeps warm targets warm
+and feathers out the IR's field-of-view border (not learned: from the IR alone).
 
 Why this shape: choosing each detail from one camera keeps edges as strong and as oriented as
 in the camera that has them (what Qabf and VIF measure), and a partly additive base keeps
 what each camera adds to the other's large-scale picture (what SCD measures). A semantic
 prior's emphasis e (0..1, at 1/4 size) hands marked regions to the IR: w_d, w_b -> w + (1 - w)
 e, kappa and boost -> x (1 - e), so where e = 1 the fused luma is the IR luma (through the
-base's soft knee, which only touches the darkest and brightest KNEE of the base).
+base's soft knee, which only touches the darkest and brightest KNEE of the base, and the
+exposure guard of bright visible regions).
+
+The network runs in numpy (`forward_numpy`, from the weights file read without torch);
+`streamfuse.models.lite_torch` is the same network and formula in torch, for training.
 """
 from __future__ import annotations
 
