@@ -77,3 +77,47 @@ def test_the_numpy_network_pools_and_convolves_like_torch_layers():
     out = lite._conv3x3(x, w, np.array([0.5, 0.0], np.float32), 2)
     assert np.array_equal(out[0], x[0] + 0.5)
     assert np.array_equal(out[1][2:, 2:], x[1][:-2, :-2]) and not out[1][:2].any() and not out[1][:, :2].any()
+
+
+def test_the_edge_of_the_ir_field_of_view_leaves_no_edge():
+    from streamfuse.capture.scene import SyntheticScene
+    from streamfuse.fuse import FusionConfig, make_fuser
+
+    scene = SyntheticScene(seed=3, night=True)
+    ir = cv2.warpPerspective(scene.render_ir(1.0, 0), scene.H_vis_from_ir, scene.vis_size)
+    vis = scene.render_vis(1.0, 0)
+    outside = (ir == 0).astype(np.uint8)
+    assert 0.02 < outside.mean() < 0.2
+    k = np.ones((7, 7), np.uint8)
+    band = (cv2.dilate(outside, k) & (1 - cv2.erode(outside, k))).astype(bool)  # around the border
+
+    def edges(image):
+        y = cv2.cvtColor(image, cv2.COLOR_BGR2YCrCb)[..., 0].astype(np.float32)
+        return cv2.magnitude(cv2.Sobel(y, cv2.CV_32F, 1, 0), cv2.Sobel(y, cv2.CV_32F, 0, 1))[band].mean()
+
+    # Along the border the fused image is about as edgy as the visible one; pyramid fusion, which
+    # keeps the border as an edge, shows how large the edge would be.
+    lite_edges = edges(make_fuser(FusionConfig(mode="lite")).fuse(ir, vis))
+    pyramid_edges = edges(make_fuser(FusionConfig(mode="pyramid")).fuse(ir, vis))
+    assert lite_edges < 1.6 * edges(vis) and pyramid_edges > 3 * edges(vis)
+
+
+def test_warm_targets_survive_a_degraded_thermal_image():
+    # DRMF's degraded MSRS training IR (low contrast, blur, stripes, noise; tuning data, not
+    # evaluation data): the targets of the clean IR keep most of their contrast.
+    from streamfuse.fuse import FusionConfig, make_fuser
+    from streamfuse.quality import targets
+    from streamfuse.quality.measures import to_gray
+
+    root = data_path("train", "msrs_drmf")
+    fuser = make_fuser(FusionConfig(mode="lite"))
+    clean, degraded = [], []
+    for path in sorted((root / "ir").glob("*.png")):
+        ir = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        poor = cv2.imread(str(root / "ir_degraded" / path.name), cv2.IMREAD_GRAYSCALE)
+        vis = cv2.imread(str(root / "vis" / path.name))
+        fuser.reset()
+        clean.append(targets.contrast_pairs(ir, to_gray(fuser.fuse(ir, vis))))
+        fuser.reset()
+        degraded.append(targets.contrast_pairs(ir, to_gray(fuser.fuse(poor, vis))))
+    assert targets.retention(clean) > 0.95 and targets.retention(degraded) > 0.4
