@@ -101,7 +101,8 @@ class LiteFuser(Fuser):
             fused = b + inside * (fused - b)
         fused *= 255.0
         fused = self._steady(fused)
-        return np.clip(fused, 0.0, 255.0).round().astype(np.uint8)
+        # Clipped first, so that convertScaleAbs (round and saturate in one pass) sees no negatives.
+        return cv2.convertScaleAbs(np.clip(fused, 0.0, 255.0))
 
     def _steady(self, fused: np.ndarray) -> np.ndarray:
         """Temporal noise reduction (NOISE_LEVEL) of the fused luma (grey levels, float32)."""

@@ -120,13 +120,16 @@ class FieldOfView:
 def fill_outside(a: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """The IR luma with what lies outside its field of view replaced by the mean of the IR
     nearby (a normalised box of FILL_RADIUS px at 1/4 size), so there is no edge to keep."""
-    hard = (inside > 0.5).astype(np.float32)
+    hard = inside > 0.5
     h, w = a.shape
     size = (max(1, w // 4), max(1, h // 4))
     k = 2 * (FILL_RADIUS // 4) + 1
-    num = cv2.blur(cv2.resize(a * hard, size, interpolation=cv2.INTER_AREA), (k, k))
-    den = cv2.blur(cv2.resize(hard, size, interpolation=cv2.INTER_AREA), (k, k))
-    fill = cv2.resize(num / np.maximum(den, 1e-3), (w, h), interpolation=cv2.INTER_LINEAR)
-    if not (den > 1e-3).all():
-        fill[~np.isfinite(fill)] = float(a[hard > 0].mean()) if hard.any() else 0.5
-    return hard * a + (1.0 - hard) * fill
+    weight = hard.astype(np.float32)
+    num = cv2.blur(cv2.resize(a * weight, size, interpolation=cv2.INTER_AREA), (k, k))
+    den = cv2.blur(cv2.resize(weight, size, interpolation=cv2.INTER_AREA), (k, k))
+    level = float(a[hard].mean()) if hard.any() else 0.5
+    fill = np.where(den > 1e-3, num / np.maximum(den, 1e-3), level).astype(np.float32)
+    out = a.copy()
+    outside = ~hard
+    out[outside] = cv2.resize(fill, (w, h), interpolation=cv2.INTER_LINEAR)[outside]
+    return out
