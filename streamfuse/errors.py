@@ -39,3 +39,12 @@ def one_line(message: str) -> str:
     any over-long word (an echoed value) is cut to its start and its length."""
     words = " ".join(message.split()).split(" ")
     return " ".join(w if len(w) <= MAX_WORD else f"{w[:60]}...({len(w)} characters)" for w in words)
+
+
+#: How to get torch (training, the `spg` mode, semantic priors); the base install has none.
+LEARN_EXTRA = "pip install -e '.[learn]' (or pip install 'streamfuse[learn]')"
+
+
+def needs_torch(what: str) -> UsageError:
+    """The one-line error for `what` (e.g. "train") run where torch is not installed."""
+    return UsageError(f"{what}: needs torch, from the learn extra: {LEARN_EXTRA}")

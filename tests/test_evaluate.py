@@ -48,11 +48,18 @@ def test_cli_scores_modes_and_fused_folders_with_tables_and_files(tmp_path):
                         "--montage", "2")
     assert result.returncode == 0, result.stderr
     assert "msrs (2 pairs)" in result.stdout and "tno (1 pair)" in result.stdout and "pooled (3 pairs)" in result.stdout
-    for method in (IR_ONLY, VIS_ONLY, "pyramid", "seafusion"):
-        assert result.stdout.count(f"\n  {method} ") == 3  # once per set and pooled
+    for method in (IR_ONLY, VIS_ONLY, "pyramid", "gff", "max", "seafusion"):
+        # once per set and pooled, in the standard and in the user-facing tables
+        assert result.stdout.count(f"\n  {method} ") == 6, method
+    assert "target contrast retention" in result.stdout
     with open(out / "scores.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 3 * 4 and set(rows[0]) == {"set", "name", "method", *MEASURES}
+    assert len(rows) == 3 * 6 and set(rows[0]) == {"set", "name", "method", *MEASURES}
+    user = json.loads((out / "summary.json").read_text())["user"]
+    assert set(user["pyramid"][POOLED]) == {"TCR", "TCR day", "TCR degraded", "noise", "targets"}
+    assert user["pyramid"]["msrs"]["targets"] > 0 and 0 < user["pyramid"]["msrs"]["TCR degraded"] < 2
+    assert user["seafusion"][POOLED]["TCR degraded"] is None  # a folder of fused images cannot be degraded
+    assert user[IR_ONLY][POOLED]["TCR"] == 1.0
     # The fused folder's means reproduce the published per-image values.
     published = json.loads(data_path("peers", "metrics.json").read_text())["seafusion"]
     means = json.loads((out / "summary.json").read_text())["means"]
@@ -96,7 +103,7 @@ def test_cli_reports_the_flicker_of_fused_clips(tmp_path):
     out = tmp_path / "out"
     assert main(["eval", "--video", str(clip), "--modes", "alpha", "-o", str(out)]) == 0
     results = json.loads((out / "flicker.json").read_text())["0115_1831"]
-    assert list(results) == ["IR", "visible", "alpha"]
+    assert list(results) == ["IR", "visible", "alpha", "gff", "max"]
     assert 0 < results["IR"] < results["visible"]
     assert 0 < results["alpha"] <= results["visible"]
 

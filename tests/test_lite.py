@@ -10,9 +10,13 @@ torch = pytest.importorskip("torch", reason="the lite fusion mode needs the `lea
 
 from streamfuse.capture.scene import SyntheticScene  # noqa: E402
 from streamfuse.errors import UsageError  # noqa: E402
-from streamfuse.fuse import FusionConfig, make_fuser  # noqa: E402
+from streamfuse.fuse import (  # noqa: E402
+    FusionConfig,
+    lite_targets,  # noqa: E402
+    make_fuser,
+)
 from streamfuse.fuse.lite import WEIGHTS, LiteFuser  # noqa: E402
-from streamfuse.models import lite  # noqa: E402
+from streamfuse.models import lite, lite_torch  # noqa: E402
 from streamfuse.thermal import ir_to_u8  # noqa: E402
 from streamfuse.train import loop as training  # noqa: E402
 from streamfuse.train.data import load_clips  # noqa: E402
@@ -34,24 +38,62 @@ def _frame():
 
 def test_numpy_and_torch_application_agree():
     torch.manual_seed(1)
-    net = lite.build_net()
+    net = lite_torch.build_net()
     for p in net.parameters():  # away from the start, so the maps vary per pixel
         torch.nn.init.normal_(p, 0.0, 0.3)
     a, b = _lumas(136, 144)
     ta, tb = torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None]
-    feats, a_low, b_low = lite.features_torch(ta, tb)
+    feats, a_low, b_low = lite_torch.features_torch(ta, tb)
     prepared = lite.features_numpy(a, b)
     assert np.allclose(prepared.features, feats[0].numpy(), atol=1e-4)
     with torch.no_grad():
         maps = net(feats)
-        probs = lite.probabilities_torch(maps)
-        fused_torch = lite.apply_torch(ta, tb, probs, a_low, b_low)[0, 0].numpy()
+        probs = lite_torch.probabilities_torch(maps)
+        fused_torch = lite_torch.apply_torch(ta, tb, probs, a_low, b_low)[0, 0].numpy()
     assert maps.shape == (1, 4, 34, 36) and float(probs[:, 0].std()) > 0.01
     probs_numpy = lite.probabilities_numpy(maps[0].numpy())
     assert np.abs(probs_numpy - probs[0].numpy()).max() < 1e-5
     fused_numpy = lite.apply_numpy(a, b, probs_numpy, prepared)
     assert fused_numpy.shape == a.shape
     assert np.abs(fused_numpy - fused_torch).max() < 1e-4
+
+
+def test_numpy_inference_equals_the_torch_network_on_real_pairs():
+    # The per-frame path (numpy network, read without torch) against torch with the same file:
+    # the first pair of every evaluation set. The networks on the same features: within 1e-4
+    # of the logits' scale; the whole path (features, network, formula) within 1e-3 of the
+    # fused luma in 0..1 (a quarter grey level): float32 summation order apart.
+    from streamfuse.fuse.lite import load_params
+    from streamfuse.quality.evaluate import find_groups, load_pair
+
+    params = load_params()
+    net = lite_torch.build_net().eval()
+    net.load_state_dict(torch.load(WEIGHTS, map_location="cpu", weights_only=True)["model"])
+    for name, pairs in find_groups(data_path("pairs")).items():
+        loaded = load_pair(pairs[0])
+        h, w = (s - s % lite.SCALE for s in loaded.ir.shape[:2])
+        a = ir_to_u8(loaded.ir)[:h, :w].astype(np.float32) / 255
+        b = cv2.cvtColor(loaded.vis, cv2.COLOR_BGR2GRAY)[:h, :w].astype(np.float32) / 255
+        prepared = lite.features_numpy(a, b)
+        maps = lite.forward_numpy(params, prepared.features)
+        fused = lite.apply_numpy(a, b, lite.probabilities_numpy(maps), prepared)
+        ta, tb = torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None]
+        with torch.no_grad():
+            feats, a_low, b_low = lite_torch.features_torch(ta, tb)
+            same_feats = net(torch.from_numpy(prepared.features)[None])[0].numpy()
+            maps_torch = net(feats)
+            fused_torch = lite_torch.apply_torch(ta, tb, lite_torch.probabilities_torch(maps_torch), a_low, b_low)
+        assert np.abs(maps - same_feats).max() < 1e-4 * max(1.0, np.abs(maps).max()), name
+        assert np.abs(fused - fused_torch[0, 0].numpy()).max() < 1e-3, name
+
+
+def test_the_weights_reader_gives_what_torch_load_gives():
+    from streamfuse.fuse.weights import read_torch_file
+
+    mine, theirs = read_torch_file(WEIGHTS), torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+    assert mine.keys() == theirs.keys() and mine["config"] == theirs["config"]
+    for key, value in theirs["model"].items():
+        assert mine["model"][key].dtype == np.float32 and np.array_equal(mine["model"][key], value.numpy()), key
 
 
 def _constant(shape, w_d, w_b, kappa, boost):
@@ -64,12 +106,19 @@ def test_constant_maps_give_the_plain_formula():
     # All to one camera, no additive base, no boost: that camera's luma.
     assert np.abs(lite.apply_numpy(a, b, _constant(a.shape, 1, 1, 0, 0), prepared) - a).max() < 1e-4
     assert np.abs(lite.apply_numpy(a, b, _constant(a.shape, 0, 0, 0, 0), prepared) - b).max() < 1e-4
-    # A fully additive base under the visible detail.
-    r = 2 * lite.BASE_RADIUS + 1
-    base_a = cv2.blur(a, (r, r), borderType=cv2.BORDER_REFLECT_101)
-    base_b = cv2.blur(b, (r, r), borderType=cv2.BORDER_REFLECT_101)
+    # A fully additive base under the visible detail; the bases are box means over the
+    # 1/4-size cells (a dim visible image: the exposure guard of bright regions stays off).
+    b = 0.2 + 0.3 * b
+    prepared = lite.features_numpy(a, b)
+    cells = lite.low_size(a.shape)
+    r = 2 * (lite.BASE_RADIUS // lite.SCALE) + 1
+    box = lambda x: cv2.blur(cv2.resize(x, cells[::-1], interpolation=cv2.INTER_AREA), (r, r),  # noqa: E731
+                             borderType=cv2.BORDER_REFLECT_101)
+    up = lambda x: cv2.resize(x, a.shape[::-1], interpolation=cv2.INTER_LINEAR)  # noqa: E731
     k = lite.ADDITIVE
-    expected = k * (base_a + base_b) + (0.5 - k) * (a.mean() + b.mean()) + (b - base_b)
+    base = k * (box(a) + box(b)) + (0.5 - k) * (prepared.a_low.mean() + prepared.b_low.mean())
+    assert lite.KNEE < base.min() and base.max() < 1 - lite.KNEE and box(b).max() < lite.EXPOSED[0]
+    expected = up(base) + (b - up(box(b)))
     assert np.abs(lite.apply_numpy(a, b, _constant(a.shape, 0, 0, 1, 0), prepared) - expected).max() < 1e-3
 
 
@@ -82,7 +131,7 @@ def test_the_untrained_network_gives_each_detail_to_the_camera_that_has_it():
     b = a.copy()
     a[:, :128] += 2 * (texture[:, :128] - texture.mean())
     b[:, 128:] += 2 * (texture[:, 128:] - texture.mean())
-    net = lite.build_net().eval()
+    net = lite_torch.build_net().eval()
     prepared = lite.features_numpy(a, b)
     with torch.no_grad():
         maps = net(torch.from_numpy(prepared.features)[None])[0].numpy()
@@ -131,8 +180,9 @@ def test_the_prior_hands_the_marked_region_to_the_ir():
     assert np.allclose(marked[0][right], 1.0) and np.allclose(marked[1][right], 1.0)
     assert np.allclose(marked[2][right], 0.0) and np.allclose(marked[3][right], 0.0)
     assert (plain[0][right] < 0.99).any() and (plain[2][right] > 0.01).all()  # the prior changed them
-    # Where marked, the fused luma is the IR (to rounding, where the IR base is clear of the
-    # soft knee of its darkest and brightest 15%); elsewhere it is not.
+    # Where marked, the fused luma is the IR (to a few levels, where the IR base is clear of the
+    # soft knee of its darkest and brightest 15%, inside the IR's field of view and away from
+    # the warm targets, which are lifted above the IR's own contrast); elsewhere it is not.
     fuser.reset()
     for _ in range(10):
         fuser.probabilities(a, b, prior)
@@ -141,8 +191,14 @@ def test_the_prior_hands_the_marked_region_to_the_ir():
     r = 2 * lite.BASE_RADIUS + 1
     base = cv2.blur(a, (r, r), borderType=cv2.BORDER_REFLECT_101)[:, 360:]
     clear = (base > lite.KNEE + 0.02) & (base < 1 - lite.KNEE - 0.02)
+    inside = cv2.erode((ir > 0).astype(np.uint8), np.ones((2 * lite_targets.FOV_FEATHER + 5,) * 2, np.uint8))
+    excess = a - lite_targets.background(a)
+    warm = cv2.dilate((excess > excess.mean() + lite_targets.HOT_LOW * excess.std()).astype(np.uint8),
+                      np.ones((9, 9), np.uint8))
+    clear &= (inside[:, 360:] > 0) & (warm[:, 360:] == 0)
     assert clear.mean() > 0.2
-    assert np.abs(fused_marked[:, 360:] - ir8[:, 360:])[clear].max() <= 1
+    off = np.abs(fused_marked[:, 360:] - ir8[:, 360:])[clear]
+    assert off.max() <= 3 and off.mean() < 0.5  # the IR is destriped first
     assert np.abs(fused_marked[:, :280] - ir8[:, :280]).mean() > 5
 
 
@@ -300,7 +356,7 @@ def test_saliency_discounts_a_cameras_own_noise(monkeypatch):
     a[40:120, 60:130] = 0.8
     b = np.clip(0.08 + rng.normal(0, 0.05, a.shape), 0, 1).astype(np.float32)
     assert abs(lite.noise_sigma(b) - 0.05) < 0.006 and lite.noise_sigma(a) < 1e-3
-    net = lite.build_net().eval()
+    net = lite_torch.build_net().eval()
     ring = np.zeros(lite.low_size(a.shape), bool)
     ring[8:32, 13:35] = True
     ring[12:28, 17:31] = False   # the cells around the hot block's outline

@@ -220,9 +220,11 @@ def test_bench_prints_a_line_per_item_with_numbers():
     times = bench.bench((80, 64), frames=2, device="cpu", out=out)
     lines = out.getvalue().splitlines()
     assert "cpu:" in lines[0] and "80x64" in lines[0] and re.search(r"\d{4}-\d\d-\d\dT", lines[0])
-    rows = [LINE.match(line) for line in lines[1:]]
+    ratio = [line for line in lines if line.startswith("lite / gff")]
+    assert len(ratio) == 1 and re.search(r"\d+\.\d\d x$", ratio[0])
+    rows = [LINE.match(line) for line in lines[1:] if line not in ratio]
     assert all(rows) and [r.group(1).strip() for r in rows] == list(times)
-    assert len(rows) == 4 and len(times["spg forward fp32"]) == 2
+    assert len(rows) == 5 and "gff fuse (cpu)" in times and len(times["spg forward fp32"]) == 2
     for r in rows:
         p50, p90, fastest, fps = (float(r.group(i)) for i in (2, 3, 4, 5))
         assert 0 < fastest <= p50 <= p90 and abs(fps - 1e3 / p50) < 0.02 * fps
@@ -230,7 +232,7 @@ def test_bench_prints_a_line_per_item_with_numbers():
 
 def test_bench_command_line(capsys):
     assert main(["bench-models", "--size", "80x64", "--frames", "1"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 5
+    assert len(capsys.readouterr().out.splitlines()) == 7  # header, 5 items, lite / gff
     with pytest.raises(SystemExit):
         main(["bench-models", "--size", "81x64"])
     assert "multiples of 8" in capsys.readouterr().err

@@ -3,7 +3,9 @@
 Items, each timed per frame after a warm-up, on synthetic street frames (the IR warped into the
 visible frame, as the pipeline hands them to the fuser):
 
-    lite fuse          the registered `lite` Fuser, whole frame in, BGR uint8 out (CPU)
+    lite fuse          the registered `lite` Fuser, whole frame in, BGR uint8 out (CPU, no torch)
+    gff fuse           guided-filter fusion (`quality.references`), the same frames: the
+                       classical method lite is measured against; the report ends with lite / gff
     spg forward        the spg network's forward alone, modulation off (random weights: the cost
                        does not depend on their values); fp32 on the CPU, bf16 autocast on CUDA,
                        and on CUDA once more with channels_last
@@ -63,6 +65,15 @@ def lite_times(size: tuple[int, int], frames: int, warmup: int = 3) -> np.ndarra
     from streamfuse.fuse import FusionConfig, make_fuser
 
     fuser = make_fuser(FusionConfig(mode="lite"))
+    pairs = scene_frames(size)
+    return timed(lambda i: fuser.fuse(*pairs[i % len(pairs)]), frames, warmup)
+
+
+def gff_times(size: tuple[int, int], frames: int, warmup: int = 3) -> np.ndarray:
+    """ms per frame of guided-filter fusion (`quality.references.GffFuser`) at `size` (w, h)."""
+    from streamfuse.quality.references import GffFuser
+
+    fuser = GffFuser()
     pairs = scene_frames(size)
     return timed(lambda i: fuser.fuse(*pairs[i % len(pairs)]), frames, warmup)
 
@@ -131,10 +142,8 @@ def _autocast(device: str):
     return torch.autocast("cpu", enabled=False)
 
 
-def device_name(device: str) -> str:
-    """The GPU's name, or the CPU's model and core count."""
-    import torch
-
+def device_name(device: str, torch=None) -> str:
+    """The GPU's name, or the CPU's model and core count (and torch's threads, with torch)."""
     if device == "cuda":
         return torch.cuda.get_device_name()
     model = platform.processor() or platform.machine()
@@ -143,27 +152,37 @@ def device_name(device: str) -> str:
             model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
     except OSError:
         pass
-    return f"{model} ({os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+    threads = f", {torch.get_num_threads()} torch threads" if torch is not None else ""
+    return f"{model} ({os.cpu_count()} cores{threads})"
 
 
 def bench(size: tuple[int, int] = (640, 512), frames: int = 10, device: str = "cpu", out: TextIO | None = None
           ) -> dict[str, np.ndarray]:
-    """Time every item (module docstring) and print one line each to `out` (stdout); returns the times (ms)."""
-    import torch
-
+    """Time every item (module docstring) and print one line each to `out` (stdout); returns the
+    times (ms). Without torch installed the spg items are left out (said in the header)."""
+    try:
+        import torch
+    except ImportError:
+        torch = None
     out = sys.stdout if out is None else out
 
+    version = f"torch {torch.__version__}" if torch is not None else "no torch (spg items left out)"
     print(f"streamfuse bench-models  {datetime.datetime.now().isoformat(timespec='seconds')}  "
-          f"{device}: {device_name(device)}  torch {torch.__version__}  {size[0]}x{size[1]}", file=out, flush=True)
+          f"{device}: {device_name(device, torch)}  {version}  {size[0]}x{size[1]}", file=out, flush=True)
     precision = "bf16" if device == "cuda" else "fp32"
+    lite_frames = max(frames, LITE_MIN_FRAMES)
     items: list[tuple[str, Callable[[], np.ndarray]]] = [
-        ("lite fuse (cpu)", lambda: lite_times(size, max(frames, LITE_MIN_FRAMES))),
-        (f"spg forward {precision}", lambda: spg_times(size, frames, device)),
-        (f"spg forward+mod {precision}", lambda: spg_times(size, frames, device, modulated=True)),
-        (f"spg modulation {precision}", lambda: modulation_times(size, frames, device)),
+        ("lite fuse (cpu)", lambda: lite_times(size, lite_frames)),
+        ("gff fuse (cpu)", lambda: gff_times(size, lite_frames // 2)),
     ]
+    if torch is not None:
+        items += [
+            (f"spg forward {precision}", lambda: spg_times(size, frames, device)),
+            (f"spg forward+mod {precision}", lambda: spg_times(size, frames, device, modulated=True)),
+            (f"spg modulation {precision}", lambda: modulation_times(size, frames, device)),
+        ]
     if device == "cuda":
-        items.insert(2, (f"spg forward {precision} channels_last",
+        items.insert(3, (f"spg forward {precision} channels_last",
                          lambda: spg_times(size, frames, device, channels_last=True)))
     results = {}
     for name, run in items:
@@ -172,4 +191,7 @@ def bench(size: tuple[int, int] = (640, 512), frames: int = 10, device: str = "c
         # The fastest frame too: on a shared machine it is the one the others disturbed least.
         print(f"{name:<34} {p50:10.2f} ms/frame  p90 {p90:10.2f} ms  min {times.min():10.2f} ms  "
               f"{1e3 / p50:8.2f} fps  ({len(times)} frames)", file=out, flush=True)
+        if name.startswith("gff"):
+            lite_p50, gff_p50 = np.median(results["lite fuse (cpu)"]), np.median(times)
+            print(f"{'lite / gff (median)':<34} {lite_p50 / gff_p50:10.2f} x", file=out, flush=True)
     return results

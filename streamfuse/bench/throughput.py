@@ -9,8 +9,11 @@ single run's rate moves by 20% with whatever else the machine does.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,20 +24,58 @@ from streamfuse.rig import RigConfig
 from streamfuse.sinks import Mp4SinkConfig
 
 
-def bench(rig: RigConfig, modes: list[str], frames: int, rounds: int = 3) -> str:
+def bench(rig: RigConfig, modes: list[str], frames: int, rounds: int = 3, busy: bool = False) -> str:
     """Run the floor and each mode for `frames` fused frames, `rounds` times interleaved;
-    returns the printed report of each one's fastest round."""
-    best: dict[str, RunReport] = {}
+    returns the printed report of each one's fastest round. With `busy`, everything runs a
+    second time with a CPU-bound process beside it (`busy_neighbour`), and the report adds how
+    much each mode slowed, and each mode's slowdown over `pyramid`'s (the ratio of ratios)."""
     with tempfile.TemporaryDirectory(prefix="streamfuse-bench-") as tmp:
         fast = as_fast(rig, Path(tmp) / "bench.mp4")
-        for _ in range(rounds):
-            for name in [FLOOR, *modes]:
-                report = run(fast, max_frames=frames, fuse=False) if name == FLOOR else \
-                    run(fast.with_mode(name), max_frames=frames)
-                if name not in best or report.fps > best[name].fps:
-                    best[name] = report
-    floor = best.pop(FLOOR)
-    return format_bench(fast, floor, best, rounds) + "\n" + encoder_input_line(fast.vis.size)
+        best = _best_rounds(fast, modes, frames, rounds)
+        floor = best.pop(FLOOR)
+        text = format_bench(fast, floor, best, rounds)
+        if busy:
+            with busy_neighbour():
+                loaded = _best_rounds(fast, modes, frames, rounds)
+            loaded_floor = loaded.pop(FLOOR)
+            text += "\n\nwith a CPU-bound process beside it:\n" + format_bench(fast, loaded_floor, loaded, rounds)
+            text += "\n" + format_slowdown({FLOOR: floor, **best}, {FLOOR: loaded_floor, **loaded})
+    return text + "\n" + encoder_input_line(fast.vis.size)
+
+
+def _best_rounds(fast: RigConfig, modes: list[str], frames: int, rounds: int) -> dict[str, RunReport]:
+    best: dict[str, RunReport] = {}
+    for _ in range(rounds):
+        for name in [FLOOR, *modes]:
+            report = run(fast, max_frames=frames, fuse=False) if name == FLOOR else \
+                run(fast.with_mode(name), max_frames=frames)
+            if name not in best or report.fps > best[name].fps:
+                best[name] = report
+    return best
+
+
+@contextlib.contextmanager
+def busy_neighbour():
+    """A separate Python process spinning on one core for as long as the block runs: what
+    another program on a small machine does to the pipeline's threads."""
+    proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.2)  # let it reach the scheduler before the first run
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def format_slowdown(quiet: dict[str, RunReport], busy: dict[str, RunReport]) -> str:
+    """Per run: fps alone, fps beside the busy process, busy / alone; and each mode's ratio over
+    pyramid's (under 1: it slowed more than pyramid did)."""
+    ratio = {name: busy[name].fps / quiet[name].fps if quiet[name].fps else 0.0 for name in quiet}
+    lines = [f"  {'run':<10}{'alone':>8}{'beside':>8}{'ratio':>8}{'/ pyramid':>11}   (fps)"]
+    for name, alone in quiet.items():
+        versus = f"{ratio[name] / ratio['pyramid']:>11.2f}" if ratio.get("pyramid") else f"{'':>11}"
+        lines.append(f"  {name:<10}{alone.fps:>8.1f}{busy[name].fps:>8.1f}{ratio[name]:>8.2f}{versus}")
+    return "\n".join(lines)
 
 
 FLOOR = "I/O floor"

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from streamfuse.cli.args import positive_float, positive_int
-from streamfuse.errors import UsageError
+from streamfuse.errors import UsageError, needs_torch
 from streamfuse.fuse import MODES, NEEDS_WEIGHTS
 
 #: The shipped rigs, for the benchmarks' default rig.
@@ -22,6 +22,9 @@ def add_parsers(sub) -> None:
     b.add_argument("--modes", default=ready, help=f"comma-separated modes (default: {ready})")
     b.add_argument("--rounds", type=positive_int, default=3, metavar="R",
                    help="interleaved rounds; each run reports its fastest (3)")
+    b.add_argument("--busy", action="store_true",
+                   help="run everything again beside a CPU-bound process and print how much each mode slowed, "
+                        "against pyramid (the ratio of ratios)")
     b.add_argument("--latency-seconds", type=float, default=10.0, metavar="S",
                    help="length of each run of the paced latency round: the rig paced at 30 fps, lite, without "
                         "and with priors (10; 0 skips the round)")
@@ -82,24 +85,28 @@ def _cmd_bench(args) -> int:
         rig.with_mode(mode)  # validates the name before any run starts
     if args.latency_seconds < 0:
         raise UsageError("--latency-seconds: expected 0 (no latency round) or more")
-    print(bench(rig, modes, args.frames, args.rounds), flush=True)
+    print(bench(rig, modes, args.frames, args.rounds, busy=args.busy), flush=True)
     if args.latency_seconds:
         from streamfuse.bench.latency import latency_round
 
         priors = not args.no_latency_priors
         if priors:
-            from streamfuse.priors.worker import require_learn
+            import importlib.util
 
-            require_learn("streamfuse bench (the latency round with priors; --no-latency-priors leaves it out)")
+            priors = all(importlib.util.find_spec(m) for m in ("torch", "open_clip", "timm"))
+            if not priors:
+                print("paced latency: the runs with priors are left out (they need the learn extra: "
+                      "pip install -e '.[learn]')")
         print(latency_round(rig, args.latency_mode, args.latency_seconds, priors=priors, busy=args.latency_busy))
     return 0
 
 
 def _cmd_bench_models(args) -> int:
-    try:
-        import torch
-    except ImportError:
-        raise UsageError("bench-models: needs torch (a dependency of streamfuse: pip install torch)") from None
+    if args.device == "cuda":
+        try:
+            import torch
+        except ImportError:
+            raise needs_torch("bench-models --device cuda") from None
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("bench-models: --device cuda, but torch sees no CUDA device here; use --device cpu")
     from streamfuse.bench.models import bench

@@ -24,13 +24,17 @@ from streamfuse.quality.evaluate import (
     folder_method,
     format_flicker,
     format_table,
+    format_user_table,
+    fuser_method,
     json_number,
     load_pair,
     mode_method,
     score_pairs,
     summarize,
+    summarize_user,
     write_scores,
 )
+from streamfuse.quality.references import REFERENCES
 
 
 def add_parser(sub) -> None:
@@ -50,6 +54,9 @@ def add_parser(sub) -> None:
     e.add_argument("--fused", action="append", default=[], metavar="[LABEL=]DIR",
                    help="a folder of fused images named like the pairs (DIR/<set>/NAME.png for several "
                         "sets); repeatable")
+    e.add_argument("--references", default="gff,max", metavar="A,B",
+                   help="reference fusions scored beside the modes: gff (guided-filter fusion), max; "
+                        "'none' for none (default: gff,max)")
     e.add_argument("--palette", default="ironbow", help="IR palette of the modes that colour it (ironbow)")
     e.add_argument("-o", "--out", type=Path, default=Path("eval-results"),
                    help="folder for scores.csv, summary.json, montage.png, bars/*.png, flicker.json "
@@ -68,23 +75,26 @@ def run_eval(args) -> int:
         raise UsageError(f"--montage: expected 0 or more pairs, got {args.montage}")
     fused_dirs = [_parse_fused(text) for text in args.fused]
     modes = _parse_modes(args.modes, args.palette, default_all=not fused_dirs)
+    references = _parse_references(args.references)
     pair_groups = _merge([find_groups(root) for root in args.pairs])
     clip_groups = _merge([find_groups(root) for root in args.video])
     _make_folder(args.out)
 
     def methods(groups: Sequence[str], video: bool = False) -> dict[str, Method]:
         made = {mode: mode_method(mode, args.palette, video=video) for mode in modes}
+        made.update({name: fuser_method(REFERENCES[name](), video=video) for name in references})
         made.update({label: folder_method(folder, groups) for label, folder in fused_dirs})
         return made
 
     if pair_groups:
         pairs = [p for ps in pair_groups.values() for p in ps]
         chosen = methods(list(pair_groups))
-        scores = score_pairs(pairs, chosen, on_pair=_progress(len(pairs)))
-        summary = summarize(scores)
+        scores = score_pairs(pairs, chosen, degrade=[*modes, *references], on_pair=_progress(len(pairs)))
+        summary, user = summarize(scores), summarize_user(scores)
         groups = list(pair_groups) + ([POOLED] if len(pair_groups) > 1 else [])
         print("\n\n".join(format_table(summary, g) for g in groups))
-        write_scores(scores, summary, args.out)
+        print("\n" + "\n\n".join(format_user_table(user, g) for g in groups))
+        write_scores(scores, summary, args.out, user)
         bar_charts(summary, groups, args.out / "bars")
         if args.montage and chosen:
             cv2.imwrite(str(args.out / "montage.png"), montage(_spread(pair_groups, args.montage), chosen, load_pair))
@@ -116,6 +126,15 @@ def _parse_modes(text: str | None, palette: str, *, default_all: bool) -> list[s
             field, _, message = str(exc).partition(":")
             raise UsageError(f"--{'modes' if field == 'mode' else field}: {message.strip()}") from None
     return modes
+
+
+def _parse_references(text: str) -> list[str]:
+    names = [] if text.strip() == "none" else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in REFERENCES]
+    if unknown:
+        raise UsageError(f"--references: unknown {', '.join(unknown)}; expected some of {', '.join(REFERENCES)}, "
+                         "or none")
+    return names
 
 
 def _merge(found: list[dict[str, list[Pair]]]) -> dict[str, list[Pair]]:

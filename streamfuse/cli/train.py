@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from streamfuse.errors import UsageError
+from streamfuse.errors import UsageError, needs_torch
 from streamfuse.fuse import TRAINABLE
 from streamfuse.train.loop import TrainConfig
 
@@ -58,7 +58,7 @@ def run_train(args) -> int:
     try:
         import torch  # noqa: F401
     except ImportError:
-        raise UsageError("train: needs torch (a dependency of streamfuse: pip install torch)") from None
+        raise needs_torch("train") from None
     from streamfuse.train.data import load_clips, synthetic_clips
     from streamfuse.train.loop import train
 

@@ -39,7 +39,7 @@ class Mode:
 MODES: dict[str, Mode] = {
     "alpha": Mode("classical:AlphaFuser"),
     "msx": Mode("classical:MsxFuser"),
-    "lite": Mode("lite:LiteFuser", network="lite"),
+    "lite": Mode("lite:LiteFuser", network="lite_torch"),
     "pyramid": Mode("classical:PyramidFuser"),
     "spg": Mode("spg:SPGFuser", needs_weights=True, network="spg"),
 }

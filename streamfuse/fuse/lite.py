@@ -1,7 +1,7 @@
 """The `lite` mode: the learned fusion of `streamfuse.models.lite`, on the CPU in real time.
 
 Per frame: the two lumas as float32, their 1/4-size statistics, the network on those
-(torch, 6 x 128 x 160 at 640x512: about 2 ms), then the full-resolution
+(numpy, 6 x 128 x 160 at 640x512: under a millisecond; torch only trains it), then the full-resolution
 application in OpenCV (`models.lite.apply_numpy`) and, over a video, a temporal noise
 reduction of the result. The weights ship in the package
 (streamfuse/models/weights/lite.pt; how they were made: streamfuse/models/weights/README.md).
@@ -13,9 +13,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamfuse.errors import UsageError
+from streamfuse.fuse import lite_targets as targets
 from streamfuse.fuse.base import Fuser, check_inputs
 from streamfuse.fuse.classical import on_luma
+from streamfuse.fuse.weights import read_state
 from streamfuse.models import lite
 from streamfuse.priors.prior import EmphasisTrack
 from streamfuse.thermal import ir_to_u8
@@ -24,18 +25,11 @@ from streamfuse.thermal import ir_to_u8
 WEIGHTS = Path(__file__).resolve().parent.parent / "models" / "weights" / "lite.pt"
 
 
-def load_net(path: Path = WEIGHTS):
-    """The lite network with the weights at `path`, in eval mode. UsageError (one line, with
-    the fix) when torch or the file is missing or the file does not hold lite weights."""
-    try:
-        import torch  # noqa: F401  (only to say in one line that it is missing)
-    except ImportError:
-        raise UsageError("fusion mode lite: needs torch (a dependency of streamfuse: pip install torch), "
-                         "or choose a classical mode, e.g. --mode pyramid") from None
-    from streamfuse.fuse.weights import load_state
-
+def load_params(path: Path = WEIGHTS) -> dict[str, np.ndarray]:
+    """The lite network's parameters from the weights file at `path` (read without torch).
+    UsageError (one line, with the fix) when the file is missing or holds no lite weights."""
     hint = f"reinstall streamfuse, or make one with `streamfuse train --out {path}`"
-    return load_state(lite.build_net(), path, "lite", hint).eval()
+    return read_state(path, "lite", hint, lite.PARAM_SHAPES)
 
 
 #: Video: the maps follow the newest frame by this share per frame (an exponential average,
@@ -64,13 +58,7 @@ class LiteFuser(Fuser):
 
     def __init__(self, cfg, weights: Path = WEIGHTS):
         super().__init__(cfg)
-        self._net = load_net(weights)  # first: a missing torch is a one-line error there
-        import torch
-
-        from streamfuse.threads import apply_torch
-
-        apply_torch()  # torch's default team (every core) fights the rest of the run for them
-        self._torch = torch
+        self._params = load_params(weights)
         self._emphasis = EmphasisTrack(_low_emphasis)
         self.reset()
 
@@ -78,35 +66,43 @@ class LiteFuser(Fuser):
         """Forget the previous frames (maps and output)."""
         self._last_maps: np.ndarray | None = None
         self._last_out: np.ndarray | None = None
-        self._noise = (0.0, 0.0)
+        self._noise = self._grain = (0.0, 0.0)
+        self._view = targets.FieldOfView()
         self._frames = 0
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
-        a = ir_to_u8(ir).astype(np.float32) * (1.0 / 255.0)
-        return on_luma(vis, lambda luma: self._fuse_luma(a, luma, prior))
+        a = targets.destripe(ir_to_u8(ir).astype(np.float32) * (1.0 / 255.0))
+        inside = self._view.update(ir)
+        if inside is not None:
+            a = targets.fill_outside(a, inside)
+        return on_luma(vis, lambda luma: self._fuse_luma(a, luma, prior, inside))
 
     def probabilities(self, a: np.ndarray, b: np.ndarray, prior=None) -> tuple[np.ndarray, lite.Prepared]:
         """(4 x h x w maps (w_d, w_b, kappa, boost), the Prepared) for lumas a, b (HxW float32, 0..1)."""
         if self._frames % NOISE_EVERY == 0:  # frame 0 after a reset included
             self._noise = (lite.noise_sigma(a), lite.noise_sigma(b))
+            self._grain = (lite.grain_sigma(a), lite.grain_sigma(b))
         self._frames += 1
-        prepared = lite.features_numpy(a, b, self._noise)
-        with self._torch.inference_mode():
-            maps = self._net(self._torch.from_numpy(prepared.features)[None])[0].numpy()
+        prepared = lite.features_numpy(a, b, self._noise, self._grain)
+        maps = lite.forward_numpy(self._params, prepared.features)
         if self._last_maps is not None and self._last_maps.shape == maps.shape:
             maps = self._last_maps + MAP_FOLLOW * (maps - self._last_maps)
         self._last_maps = maps
         emphasis = self._emphasis.maps(prior, a.shape)
         return lite.probabilities_numpy(maps, None if emphasis is None else emphasis[0]), prepared
 
-    def _fuse_luma(self, a: np.ndarray, luma: np.ndarray, prior) -> np.ndarray:
+    def _fuse_luma(self, a: np.ndarray, luma: np.ndarray, prior, inside: np.ndarray | None) -> np.ndarray:
         b = luma.astype(np.float32) * (1.0 / 255.0)
         probs, prepared = self.probabilities(a, b, prior)
         fused = lite.apply_numpy(a, b, probs, prepared)
+        fused = targets.lift_targets(fused, a, self._noise[0])
+        if inside is not None:  # outside the IR's view: the visible luma, feathered in
+            fused = b + inside * (fused - b)
         fused *= 255.0
         fused = self._steady(fused)
-        return np.clip(fused, 0.0, 255.0).round().astype(np.uint8)
+        # Clipped first, so that convertScaleAbs (round and saturate in one pass) sees no negatives.
+        return cv2.convertScaleAbs(np.clip(fused, 0.0, 255.0))
 
     def _steady(self, fused: np.ndarray) -> np.ndarray:
         """Temporal noise reduction (NOISE_LEVEL) of the fused luma (grey levels, float32)."""

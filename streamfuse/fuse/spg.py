@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamfuse.errors import UsageError
+from streamfuse.errors import UsageError, needs_torch
 from streamfuse.fuse.base import Fuser, check_inputs
 from streamfuse.priors.prior import PriorTrack
 from streamfuse.thermal import ir_to_u8
@@ -32,7 +32,7 @@ def _torch():
     try:
         import torch
     except ImportError:
-        raise UsageError("fusion mode spg: needs torch (a dependency of streamfuse: pip install torch)") from None
+        raise needs_torch("fusion mode spg") from None
     from streamfuse.threads import apply_torch
 
     apply_torch()

@@ -24,18 +24,32 @@ for training; tests check that they agree):
     detail weight  w_d brought to full size by fast guided filters (He & Sun 2015), one per
                    camera with that camera as the guide, then normalised: the weight's
                    edges snap to the edges of the camera it selects
-    base           selected = b_base + w_b * (a_base - b_base)
+    base           (on the 1/4-size cells, box means of BASE_RADIUS px, then upsampled)
+                   selected = b_base + w_b * (a_base - b_base)
                    additive = mean + ADDITIVE * (a_base - mean a) + ADDITIVE * (b_base - mean b)
-                   base     = knee(selected + kappa * (additive - selected))   (soft, KNEE)
+                   base     = selected + kappa * (additive - selected)
+                   base    += exposed(b_base) * max(0, b_base - EXPOSED_DROP - base)  (bright
+                              visible regions keep their brightness)
+                   base     = knee(base)                                     (soft, KNEE)
     detail         d = b_detail + w_d * (a_detail - b_detail)
-    fused          base + (1 + boost / (1 + local contrast of d / BOOST_CONTRAST)) * d
+    fused          base + d + lift * blur(d),  lift = boost * signal / (1 + c / BOOST_CONTRAST)
+                   with c the local contrast of d and signal the share of c above the grain
+                   of the camera d comes from (`grain_sigma`, BOOST_GRAIN): faint detail is
+                   lifted, sensor grain (finer than the blur, BOOST_SIGMA) is not
+
+Around this formula `streamfuse.fuse.lite_targets` destripes the IR, keeps warm targets warm
+and feathers out the IR's field-of-view border (not learned: from the IR alone).
 
 Why this shape: choosing each detail from one camera keeps edges as strong and as oriented as
 in the camera that has them (what Qabf and VIF measure), and a partly additive base keeps
 what each camera adds to the other's large-scale picture (what SCD measures). A semantic
 prior's emphasis e (0..1, at 1/4 size) hands marked regions to the IR: w_d, w_b -> w + (1 - w)
 e, kappa and boost -> x (1 - e), so where e = 1 the fused luma is the IR luma (through the
-base's soft knee, which only touches the darkest and brightest KNEE of the base).
+base's soft knee, which only touches the darkest and brightest KNEE of the base, and the
+exposure guard of bright visible regions).
+
+The network runs in numpy (`forward_numpy`, from the weights file read without torch);
+`streamfuse.models.lite_torch` is the same network and formula in torch, for training.
 """
 from __future__ import annotations
 
@@ -59,16 +73,26 @@ NOISE_MARGIN = 1.0
 #: Blur (sigma, 1/SCALE cells) of the detail's local contrast, for the boost: 5 px.
 CONTRAST_SIGMA = 1.25
 #: Fast guided filter radius (1/SCALE cells) and regularisation (lumas 0..1).
-GUIDE_RADIUS = 2
+GUIDE_RADIUS = 1
 GUIDE_EPS = 1e-4
 #: Weight of each camera in the additive base.
-ADDITIVE = 0.8
+ADDITIVE = 0.85
 #: Soft knee of the base: values within KNEE of 0 or 1, and past them, are squeezed (tanh)
 #: rather than clipped later, so an additive base over bright IR targets keeps their edges.
 #: (It also lifts a pure black base to ~0.036 and lowers a pure white one as much.)
 KNEE = 0.15
+#: Where the visible base is bright (from EXPOSED[0], fully from EXPOSED[1]; lumas 0..1) the
+#: fused base stays within EXPOSED_DROP of it: a lit wall or an overcast sky keeps its
+#: brightness however cold the IR sees it.
+EXPOSED = (0.5, 0.75)
+EXPOSED_DROP = 0.15
 #: Local contrast (grey levels) below which faint detail gets most of its boost.
 BOOST_CONTRAST = 4.0
+#: ... blurred by this sigma (px) first (`_coarse`), and only as far as the detail's local
+#: contrast stands above BOOST_GRAIN x the grain of the camera it comes from (a Wiener-like
+#: share, `grain_sigma`): the boost must not lift sensor grain.
+BOOST_SIGMA = 2.0
+BOOST_GRAIN = 2.0
 #: Features per 1/SCALE cell fed to the network, hidden channels, maps out.
 IN_CHANNELS = 6
 HIDDEN = 8
@@ -97,6 +121,7 @@ class Prepared:
     features: np.ndarray   # IN_CHANNELS x h x w float32
     a_low: np.ndarray      # h x w cell means of a
     b_low: np.ndarray      # h x w cell means of b
+    grain: tuple[float, float] = (0.0, 0.0)   # `grain_sigma` of a and b (0..1)
 
 
 def _area(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -114,23 +139,36 @@ def _box(x: np.ndarray, r: int) -> np.ndarray:
 #: The noise estimator: Immerkaer's kernel (1996), which cancels smooth image content, with the
 #: median of its response (robust to edges and texture): sigma = median |x * K| / (0.6745 * 6)
 #: (6 = the kernel's norm; 0.6745 = the median of |N(0, 1)|).
-_NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-_NOISE_SCALE = float(1.0 / (0.6745 * 6.0))
+NOISE_KERNEL = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+NOISE_SCALE = float(1.0 / (0.6745 * 6.0))
 #: Mean |3x3 Laplacian| of white noise of sigma 1: sqrt(20) * sqrt(2 / pi).
-_LAPLACIAN_OF_NOISE = float(np.sqrt(20) * np.sqrt(2 / np.pi))
+LAPLACIAN_OF_NOISE = float(np.sqrt(20) * np.sqrt(2 / np.pi))
 
 
 def noise_sigma(x: np.ndarray) -> float:
     """The pixel noise sigma of an HxW float32 image (interior pixels; every other row and
     column, which is plenty for a median and four times cheaper)."""
-    response = cv2.filter2D(x, cv2.CV_32F, _NOISE_KERNEL)[1:-1:2, 1:-1:2]
-    return _NOISE_SCALE * float(np.median(np.abs(response)))
+    response = cv2.filter2D(x, cv2.CV_32F, NOISE_KERNEL)[1:-1:2, 1:-1:2]
+    return NOISE_SCALE * float(np.median(np.abs(response)))
 
 
-def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | None = None) -> Prepared:
-    """The network input (and cell means) from two HxW float32 lumas in 0..1. `noise`: the
-    cameras' noise sigmas if known (a video fuser re-estimates them every few frames only);
-    None estimates them here (`noise_sigma`)."""
+def grain_sigma(x: np.ndarray) -> float:
+    """The fine-scale grain of an HxW float32 image (0..1) where it is flat: the standard
+    deviation of x less its sigma-2 blur over the pixels below the 30th percentile of the
+    gradient magnitude (after a sigma 1.5 blur). Unlike `noise_sigma` it sees compression
+    and fixed-pattern texture, and is not quantised to zero on clean 8-bit images."""
+    smooth = cv2.GaussianBlur(x, (0, 0), 1.5)
+    gradient = cv2.magnitude(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
+    flat = gradient <= np.percentile(gradient.ravel()[::4], 30.0)
+    fine = x - cv2.GaussianBlur(x, (0, 0), 2.0)
+    return float(fine[flat].std()) if flat.any() else 0.0
+
+
+def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | None = None,
+                   grain: tuple[float, float] | None = None) -> Prepared:
+    """The network input (and cell means) from two HxW float32 lumas in 0..1. `noise`, `grain`:
+    the cameras' noise sigmas and grains if known (a video fuser re-estimates them every few
+    frames only); None estimates them here (`noise_sigma`, `grain_sigma`)."""
     size = low_size(a.shape)
     noise = noise if noise is not None else (noise_sigma(a), noise_sigma(b))
     out, lows = [], []
@@ -138,13 +176,14 @@ def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | No
         m = _area(x, size)
         sd = np.sqrt(np.maximum(_area(x * x, size) - m * m, 0.0) + 1e-6)
         sal = _area(np.abs(cv2.Laplacian(x, cv2.CV_32F)), size)
-        floor = NOISE_MARGIN * _LAPLACIAN_OF_NOISE * sigma
+        floor = NOISE_MARGIN * LAPLACIAN_OF_NOISE * sigma
         sal = np.sqrt(np.maximum(sal * sal - floor * floor, 0.0))
         sal = cv2.GaussianBlur(sal, (0, 0), SALIENCY_SIGMA, borderType=cv2.BORDER_REFLECT_101)
         out += [m, sd, np.log(sal + 1e-4)]
         lows.append(m)
     ma, sa, la, mb, sb, lb = out
-    return Prepared(np.stack([ma, mb, sa, sb, la, lb]).astype(np.float32), lows[0], lows[1])
+    grain = grain if grain is not None else (grain_sigma(a), grain_sigma(b))
+    return Prepared(np.stack([ma, mb, sa, sb, la, lb]).astype(np.float32), lows[0], lows[1], tuple(grain))
 
 
 def probabilities_numpy(maps: np.ndarray, emphasis: np.ndarray | None = None) -> np.ndarray:
@@ -170,24 +209,52 @@ def _guided_up(guide: np.ndarray, guide_low: np.ndarray, p_low: np.ndarray) -> n
 
 def apply_numpy(a: np.ndarray, b: np.ndarray, probs: np.ndarray, prepared: Prepared) -> np.ndarray:
     """The fused HxW float32 luma (0..1, not clipped) from lumas a, b (HxW float32, 0..1), the
-    probabilities of `probabilities_numpy` and the `Prepared` of the same a, b."""
+    probabilities of `probabilities_numpy` and the `Prepared` of the same a, b. The bases and
+    everything made of them are computed on the 1/4-size cells (they are smooth), so only the
+    detail is handled at full size."""
     shape = a.shape
     w_d, w_b, kappa, boost = probs
     wa = np.clip(_guided_up(a, prepared.a_low, w_d), 0.0, 1.0)
     wb = np.clip(_guided_up(b, prepared.b_low, 1.0 - w_d), 0.0, 1.0)
     detail_w = wa / (wa + wb + 1e-6)
-    base_a, base_b = _box(a, BASE_RADIUS), _box(b, BASE_RADIUS)
-    mean_a, mean_b = float(prepared.a_low.mean()), float(prepared.b_low.mean())
-    selected = base_b + _up(w_b, shape) * (base_a - base_b)
-    additive = ADDITIVE * (base_a + base_b) + (0.5 - ADDITIVE) * (mean_a + mean_b)
-    base = _knee_numpy(selected + _up(kappa, shape) * (additive - selected))
-    detail_b = b - base_b
-    detail = detail_b + detail_w * ((a - base_a) - detail_b)
+    base_low, base_a, base_b = _bases(prepared.a_low, prepared.b_low, w_b, kappa)
+    detail = b - _up(base_b, shape)
+    detail += detail_w * (a - b - _up(base_a - base_b, shape))
     size = w_d.shape
     contrast = np.sqrt(cv2.GaussianBlur(_area(detail * detail, size), (0, 0), CONTRAST_SIGMA,
                                         borderType=cv2.BORDER_REFLECT_101)) * 255.0
-    gain = 1.0 + boost / (1.0 + contrast / BOOST_CONTRAST)
-    return base + _up(gain, shape) * detail
+    grain = 255.0 * (prepared.grain[1] + w_d * (prepared.grain[0] - prepared.grain[1]))
+    signal = np.clip(1.0 - (BOOST_GRAIN * grain) ** 2 / (contrast * contrast + 1e-6), 0.0, 1.0)
+    lift = boost * signal / (1.0 + contrast / BOOST_CONTRAST)
+    return _up(base_low, shape) + detail + _up(lift, shape) * _coarse(detail)
+
+
+def _bases(a_low: np.ndarray, b_low: np.ndarray, w_b: np.ndarray, kappa: np.ndarray):
+    """(fused base, base of a, base of b) on the 1/4-size cells: box means of BASE_RADIUS px,
+    the selected and additive mix, the exposure guard and the soft knee."""
+    r = BASE_RADIUS // SCALE
+    base_a, base_b = _box(a_low, r), _box(b_low, r)
+    mean_a, mean_b = float(a_low.mean()), float(b_low.mean())
+    selected = base_b + w_b * (base_a - base_b)
+    additive = ADDITIVE * (base_a + base_b) + (0.5 - ADDITIVE) * (mean_a + mean_b)
+    base = selected + kappa * (additive - selected)
+    base = _knee_numpy(base + _exposed(base_b) * np.maximum(base_b - EXPOSED_DROP - base, 0.0))
+    return base, base_a, base_b
+
+
+def _exposed(base_b: np.ndarray) -> np.ndarray:
+    """0..1: how well exposed (bright) the visible base is: 0 up to EXPOSED[0], 1 from EXPOSED[1]."""
+    low, high = EXPOSED
+    return np.clip((base_b - low) * (1.0 / (high - low)), 0.0, 1.0)
+
+
+def _coarse(detail: np.ndarray) -> np.ndarray:
+    """What the boost lifts: the detail blurred by BOOST_SIGMA (at half size), so faint
+    structure gains contrast and the pixel grain under it (finer than the blur) does not."""
+    h, w = detail.shape
+    half = cv2.resize(detail, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
+    half = cv2.GaussianBlur(half, (0, 0), BOOST_SIGMA / 2, borderType=cv2.BORDER_REFLECT_101)
+    return _up(half, (h, w))
 
 
 def _knee_numpy(x: np.ndarray) -> np.ndarray:
@@ -200,131 +267,61 @@ def _knee_numpy(x: np.ndarray) -> np.ndarray:
     return x
 
 
-# --------------------------------------------------------------------------- torch
+# --------------------------------------------------------------------------- the network in numpy
 
-def _torch():
-    import torch
-    import torch.nn.functional as F
-    return torch, F
-
-
-def build_net():
-    """The network (an nn.Module): features (B,6,h,w) -> logit maps (B,4,h,w)."""
-    torch, F = _torch()
-    from torch import nn
-
-    class LiteNet(nn.Module):
-        """A 1x1 skip (starting as the saliency rule) plus 4 convs at 1/8 size (starting at zero)."""
-
-        def __init__(self):
-            super().__init__()
-            act = lambda: nn.LeakyReLU(0.1)  # noqa: E731
-            self.skip = nn.Conv2d(IN_CHANNELS, MAPS, 1)
-            self.body = nn.Sequential(
-                nn.Conv2d(IN_CHANNELS, HIDDEN, 3, padding=1), act(),
-                nn.Conv2d(HIDDEN, HIDDEN, 3, padding=2, dilation=2), act(),
-                nn.Conv2d(HIDDEN, HIDDEN, 3, padding=1), act(),
-                nn.Conv2d(HIDDEN, MAPS, 1))
-            nn.init.zeros_(self.body[-1].weight)
-            nn.init.zeros_(self.body[-1].bias)
-            with torch.no_grad():
-                self.skip.weight.zero_()
-                for row in (0, 1):  # log saliency of a minus that of b (channels 4, 5)
-                    self.skip.weight[row, 4] = START_STEEPNESS
-                    self.skip.weight[row, 5] = -START_STEEPNESS
-                self.skip.bias.copy_(torch.tensor([0.0, 0.0, _logit(START_KAPPA), _logit(START_BOOST)]))
-
-        def forward(self, feats):
-            # The convolutions run at half the maps' size (1/8 of the frame): a quarter of the
-            # cost; the skip keeps the saliency rule at full 1/4 precision.
-            coarse = self.body(F.avg_pool2d(feats, 2, ceil_mode=True))
-            return self.skip(feats) + F.interpolate(coarse, size=feats.shape[-2:], mode="bilinear",
-                                                    align_corners=False)
-
-    return LiteNet()
+#: The network's parameters by name (as `lite_torch.build_net` names them) and shape.
+PARAM_SHAPES: dict[str, tuple[int, ...]] = {
+    "skip.weight": (MAPS, IN_CHANNELS, 1, 1), "skip.bias": (MAPS,),
+    "body.0.weight": (HIDDEN, IN_CHANNELS, 3, 3), "body.0.bias": (HIDDEN,),
+    "body.2.weight": (HIDDEN, HIDDEN, 3, 3), "body.2.bias": (HIDDEN,),
+    "body.4.weight": (HIDDEN, HIDDEN, 3, 3), "body.4.bias": (HIDDEN,),
+    "body.6.weight": (MAPS, HIDDEN, 1, 1), "body.6.bias": (MAPS,),
+}
+#: (layer, dilation) of the body's 3x3 convolutions, each followed by LeakyReLU(LEAK).
+_BODY = (("body.0", 1), ("body.2", 2), ("body.4", 1))
+LEAK = 0.1
 
 
-def _logit(p: float) -> float:
-    return float(np.log(p / (1.0 - p)))
+def forward_numpy(params: dict[str, np.ndarray], feats: np.ndarray) -> np.ndarray:
+    """The network (`lite_torch.build_net`) in numpy: features (6 x h x w float32) -> the 4 logit
+    maps (4 x h x w). At 128 x 160 cells (a 640x512 frame) it costs well under a millisecond,
+    so the per-frame path needs no torch and no thread team of its own."""
+    x = _pool2(feats)
+    for name, dilation in _BODY:
+        x = _conv3x3(x, params[name + ".weight"], params[name + ".bias"], dilation)
+        x = np.maximum(x, LEAK * x)
+    coarse = _conv1x1(x, params["body.6.weight"], params["body.6.bias"])
+    h, w = feats.shape[1:]
+    up = np.stack([_up(c, (h, w)) for c in coarse])
+    return _conv1x1(feats, params["skip.weight"], params["skip.bias"]) + up
 
 
-def _box_torch(x, r: int):
-    _, F = _torch()
-    return F.avg_pool2d(F.pad(x, (r, r, r, r), mode="reflect"), 2 * r + 1, stride=1)
+def _conv1x1(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    c, h, w = x.shape
+    return (weight[:, :, 0, 0] @ x.reshape(c, h * w)).reshape(-1, h, w) + bias[:, None, None]
 
 
-def _gauss_torch(x, sigma: float):
-    torch, F = _torch()
-    r = int(4 * sigma + 0.5)
-    k = torch.exp(-torch.arange(-r, r + 1, dtype=x.dtype, device=x.device) ** 2 / (2 * sigma * sigma))
-    k = k / k.sum()
-    x = F.pad(x, (r, r, r, r), mode="reflect")
-    c = x.shape[1]
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+def _conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, dilation: int) -> np.ndarray:
+    """torch's Conv2d(3x3, padding=dilation, dilation=dilation): zero padding, same size."""
+    c, h, w = x.shape
+    d = dilation
+    padded = np.pad(x, ((0, 0), (d, d), (d, d)))
+    out = np.empty((weight.shape[0], h * w), np.float32)
+    out[:] = bias[:, None]
+    for i in range(3):
+        for j in range(3):
+            window = padded[:, i * d: i * d + h, j * d: j * d + w].reshape(c, h * w)
+            out += weight[:, :, i, j] @ window
+    return out.reshape(-1, h, w)
 
 
-def _laplacian_torch(x):
-    torch, F = _torch()
-    k = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]], dtype=x.dtype, device=x.device)
-    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), k.view(1, 1, 3, 3))
-
-
-def features_torch(a, b):
-    """((B,6,h,w) network input, a_low, b_low) from lumas a, b (B,1,H,W) in 0..1; H, W
-    multiples of SCALE."""
-    torch, F = _torch()
-    out, lows = [], []
-    kernel = torch.from_numpy(_NOISE_KERNEL).to(a).view(1, 1, 3, 3)
-    for x in (a, b):
-        m = F.avg_pool2d(x, SCALE)
-        sd = torch.sqrt(torch.clamp(F.avg_pool2d(x * x, SCALE) - m * m, min=0.0) + 1e-6)
-        response = F.conv2d(x, kernel)[..., ::2, ::2].abs().flatten(1)
-        noise = _NOISE_SCALE * response.median(dim=1).values.view(-1, 1, 1, 1)
-        sal = F.avg_pool2d(_laplacian_torch(x).abs(), SCALE)
-        floor = NOISE_MARGIN * _LAPLACIAN_OF_NOISE * noise
-        sal = _gauss_torch(torch.sqrt(torch.relu(sal * sal - floor * floor) + 1e-12), SALIENCY_SIGMA)
-        out += [m, sd, torch.log(sal + 1e-4)]
-        lows.append(m)
-    ma, sa, la, mb, sb, lb = out
-    return torch.cat([ma, mb, sa, sb, la, lb], dim=1), lows[0], lows[1]
-
-
-def probabilities_torch(maps):
-    """`probabilities_numpy` (no emphasis) in torch: (B,4,h,w) logits -> (B,4,h,w)."""
-    torch, _ = _torch()
-    p = torch.sigmoid(maps)
-    return torch.cat([p[:, :1], _box_torch(p[:, 1:2], BASE_WEIGHT_RADIUS), p[:, 2:]], dim=1)
-
-
-def apply_torch(a, b, probs, a_low, b_low):
-    """`apply_numpy` in torch: a, b (B,1,H,W), probs (B,4,h,w) -> fused (B,1,H,W), unclipped."""
-    torch, F = _torch()
-    shape = a.shape[-2:]
-    up = lambda x: F.interpolate(x, size=shape, mode="bilinear", align_corners=False)  # noqa: E731
-    r = GUIDE_RADIUS
-
-    def guided_up(guide, guide_low, p_low):
-        mean_i, mean_p = _box_torch(guide_low, r), _box_torch(p_low, r)
-        var_i = _box_torch(guide_low * guide_low, r) - mean_i * mean_i
-        coef = (_box_torch(guide_low * p_low, r) - mean_i * mean_p) / (var_i + GUIDE_EPS)
-        offset = mean_p - coef * mean_i
-        return up(_box_torch(coef, r)) * guide + up(_box_torch(offset, r))
-
-    w_d, w_b, kappa, boost = probs[:, :1], probs[:, 1:2], probs[:, 2:3], probs[:, 3:]
-    wa = guided_up(a, a_low, w_d).clamp(0.0, 1.0)
-    wb = guided_up(b, b_low, 1.0 - w_d).clamp(0.0, 1.0)
-    detail_w = wa / (wa + wb + 1e-6)
-    base_a, base_b = _box_torch(a, BASE_RADIUS), _box_torch(b, BASE_RADIUS)
-    mean_a = a_low.mean(dim=(2, 3), keepdim=True)
-    mean_b = b_low.mean(dim=(2, 3), keepdim=True)
-    selected = base_b + up(w_b) * (base_a - base_b)
-    additive = ADDITIVE * (base_a + base_b) + (0.5 - ADDITIVE) * (mean_a + mean_b)
-    base = selected + up(kappa) * (additive - selected)
-    base = torch.where(base > 1.0 - KNEE, 1.0 - KNEE + KNEE * torch.tanh((base - (1.0 - KNEE)) / KNEE), base)
-    base = torch.where(base < KNEE, KNEE - KNEE * torch.tanh((KNEE - base) / KNEE), base)
-    detail_b = b - base_b
-    detail = detail_b + detail_w * ((a - base_a) - detail_b)
-    contrast = torch.sqrt(_gauss_torch(F.avg_pool2d(detail * detail, SCALE), CONTRAST_SIGMA) + 1e-12) * 255.0
-    gain = 1.0 + boost / (1.0 + contrast / BOOST_CONTRAST)
-    return base + up(gain) * detail
+def _pool2(x: np.ndarray) -> np.ndarray:
+    """torch's avg_pool2d(x, 2, ceil_mode=True): 2x2 means, an odd last row/column alone."""
+    c, h, w = x.shape
+    if h % 2 or w % 2:
+        x = np.pad(x, ((0, 0), (0, h % 2), (0, w % 2)))
+    count = np.ones((h, w), np.float32)
+    count = np.pad(count, ((0, h % 2), (0, w % 2)))
+    hh, ww = x.shape[1] // 2, x.shape[2] // 2
+    total = x.reshape(c, hh, 2, ww, 2).sum(axis=(2, 4))
+    return (total / count.reshape(hh, 2, ww, 2).sum(axis=(1, 3))).astype(np.float32)

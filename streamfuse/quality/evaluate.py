@@ -22,7 +22,8 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Callable, Sequence
+import zlib
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,13 @@ from streamfuse.errors import SourceError, UsageError
 from streamfuse.fuse import FusionConfig, make_fuser
 from streamfuse.quality.flicker import FlickerMeter
 from streamfuse.quality.measures import MEASURES, MIN_SIDE, SourcePair, to_gray
+from streamfuse.quality.targets import (
+    USER_MEASURES,
+    TargetScore,
+    degrade_ir,
+    summarize_targets,
+    target_score,
+)
 from streamfuse.thermal import ir_to_u8
 
 IR_ONLY, VIS_ONLY = "IR only", "visible only"
@@ -69,12 +77,14 @@ Method = Callable[[Pair, Loaded], np.ndarray]
 
 @dataclass(frozen=True)
 class Score:
-    """The measures of one method's fused image of one pair."""
+    """The measures of one method's fused image of one pair; `targets`: the user-facing
+    measures of `quality.targets` (`TargetScore`)."""
 
     group: str
     name: str
     method: str
     values: dict[str, float]
+    targets: TargetScore | None = None
 
 
 def find_groups(root: Path) -> dict[str, list[Pair]]:
@@ -187,11 +197,14 @@ def folder_method(folder: Path, groups: Sequence[str]) -> Method:
 
 
 def score_pairs(pairs: Sequence[Pair], methods: dict[str, Method], *, sources: bool = True,
-                on_pair: Callable[[int, Pair], None] | None = None) -> list[Score]:
-    """Every measure of every method's fused image, pair by pair.
+                degrade: Collection[str] = (), on_pair: Callable[[int, Pair], None] | None = None) -> list[Score]:
+    """Every measure of every method's fused image, pair by pair, and the user-facing ones.
 
     Args:
         methods: {label: Method}; with `sources`, "IR only" and "visible only" rows are added.
+        degrade: the labels of methods that fuse what they are given (modes, references, not
+            folders of fused images): they also fuse the pair with its IR degraded
+            (`quality.targets.degrade_ir`), for the degraded TCR.
         on_pair: called with (index, pair) after each pair, for progress.
     """
     scores = []
@@ -200,11 +213,50 @@ def score_pairs(pairs: Sequence[Pair], methods: dict[str, Method], *, sources: b
         reference = SourcePair(loaded.ir_grey, loaded.vis_grey)
         outputs = {IR_ONLY: loaded.ir_grey, VIS_ONLY: loaded.vis_grey} if sources else {}
         outputs.update({label: method(pair, loaded) for label, method in methods.items()})
+        poor = degraded_loaded(loaded, pair.name) if degrade else None
         for label, fused in outputs.items():
-            scores.append(Score(pair.group, pair.name, label, reference.score(fused)))
+            degraded = methods[label](pair, poor) if label in degrade else None
+            targets = target_score(loaded.ir_grey, loaded.vis_grey, to_gray(fused),
+                                   None if degraded is None else to_gray(degraded))
+            scores.append(Score(pair.group, pair.name, label, reference.score(fused), targets))
         if on_pair:
             on_pair(index, pair)
     return scores
+
+
+def degraded_loaded(loaded: Loaded, name: str) -> Loaded:
+    """The pair with its IR degraded (`quality.targets.degrade_ir`, seeded by the pair's name, so
+    every method and every run sees the same poor image), as an 8-bit IR."""
+    poor = degrade_ir(loaded.ir_grey, zlib.crc32(name.encode()))
+    return Loaded(poor, loaded.vis, poor, loaded.vis_grey)
+
+
+def summarize_user(scores: Sequence[Score]) -> dict[str, dict[str, dict[str, float]]]:
+    """{method: {group or POOLED: `quality.targets.summarize_targets`}} of the scores that have them."""
+    pooled = len({s.group for s in scores}) > 1
+    table: dict[str, dict[str, list[TargetScore]]] = {}
+    for s in scores:
+        if s.targets is None:
+            continue
+        rows = table.setdefault(s.method, {})
+        rows.setdefault(s.group, []).append(s.targets)
+        if pooled:
+            rows.setdefault(POOLED, []).append(s.targets)
+    return {method: {group: summarize_targets(rows) for group, rows in groups.items()}
+            for method, groups in table.items()}
+
+
+def format_user_table(user: dict, group: str) -> str:
+    """The user-facing measures of one group: a row per method (`quality.targets`)."""
+    rows = [(method, groups[group]) for method, groups in user.items() if group in groups]
+    width = max(len(method) for method, _ in rows) + 2
+    lines = [(f"{group}: target contrast retention (night pairs, {rows[0][1]['targets']} targets; day; night "
+              "with the IR degraded) and flat-region noise ratio"),
+             "  " + "method".ljust(width) + "".join(m.rjust(14) for m in USER_MEASURES)]
+    for method, values in rows:
+        cells = ["n/a" if math.isnan(values[m]) else f"{values[m]:.3f}" for m in USER_MEASURES]
+        lines.append("  " + method.ljust(width) + "".join(c.rjust(14) for c in cells))
+    return "\n".join(lines)
 
 
 def summarize(scores: Sequence[Score]) -> dict[str, dict[str, dict[str, float]]]:
@@ -233,8 +285,9 @@ def format_table(summary: dict, group: str) -> str:
     return "\n".join(lines)
 
 
-def write_scores(scores: Sequence[Score], summary: dict, out: Path) -> None:
-    """scores.csv (a row per pair and method) and summary.json (the means) in `out`."""
+def write_scores(scores: Sequence[Score], summary: dict, out: Path, user: dict | None = None) -> None:
+    """scores.csv (a row per pair and method) and summary.json (the means, and `user`, the
+    user-facing measures of `summarize_user`) in `out`."""
     with open(out / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["set", "name", "method", *MEASURES])
@@ -243,7 +296,9 @@ def write_scores(scores: Sequence[Score], summary: dict, out: Path) -> None:
     report = {"measures": list(MEASURES),
               "conventions": "streamfuse/quality/measures.py (Linfeng-Tang/Evaluation-for-Image-Fusion)",
               "means": {method: {g: {k: json_number(v) for k, v in vals.items()} for g, vals in groups.items()}
-                        for method, groups in summary.items()}}
+                        for method, groups in summary.items()},
+              "user": {method: {g: {k: json_number(v) for k, v in vals.items()} for g, vals in groups.items()}
+                       for method, groups in (user or {}).items()}}
     (out / "summary.json").write_text(json.dumps(report, indent=1) + "\n")
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from streamfuse.models import lite
+from streamfuse.models import lite_torch
 from streamfuse.train import losses as L
 
 #: Loss weights. VIF and SCD count only below their targets (a hinge): past them, Qabf (edge
@@ -45,12 +45,12 @@ def lite_losses(net, batch, clip=None) -> dict:
     (a `clipfusion.PromptTargets`), CLIPFusion's prompt loss on the fused luma too."""
     a0, b0 = batch[:, 0, :1], L.luma(batch[:, 0, 1:])
     a1, b1 = batch[:, 1, :1], L.luma(batch[:, 1, 1:])
-    feats0, a_low, b_low = lite.features_torch(a0, b0)
+    feats0, a_low, b_low = lite_torch.features_torch(a0, b0)
     maps0 = net(feats0)
-    probs0 = lite.probabilities_torch(maps0)
-    probs1 = lite.probabilities_torch(net(lite.features_torch(a1, b1)[0]))
-    flipped = lite.probabilities_torch(net(lite.features_torch(a0.flip(-1), b0.flip(-1))[0]).flip(-1))
-    fused = lite.apply_torch(a0, b0, probs0, a_low, b_low).clamp(0.0, 1.0)
+    probs0 = lite_torch.probabilities_torch(maps0)
+    probs1 = lite_torch.probabilities_torch(net(lite_torch.features_torch(a1, b1)[0]))
+    flipped = lite_torch.probabilities_torch(net(lite_torch.features_torch(a0.flip(-1), b0.flip(-1))[0]).flip(-1))
+    fused = lite_torch.apply_torch(a0, b0, probs0, a_low, b_low).clamp(0.0, 1.0)
     extra = {} if clip is None else {"clip": CLIP_W * clip.loss(fused)}
     return extra | {
         "vif": VIF_W * (VIF_TARGET - L.vif(a0, fused) - L.vif(b0, fused)).clamp(min=0).mean(),
@@ -109,4 +109,4 @@ def _batch_modulation(net, prior, height: int, width: int):
 
 
 #: The objective of each trainable network (`streamfuse.fuse.MODES[...].network`).
-OBJECTIVES = {"lite": lite_losses, "spg": spg_losses}
+OBJECTIVES = {"lite_torch": lite_losses, "spg": spg_losses}
