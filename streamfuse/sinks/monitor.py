@@ -35,8 +35,6 @@ Other web pages. A page the operator has open elsewhere must not drive the monit
 """
 from __future__ import annotations
 
-import hmac
-import http.server
 import importlib.resources
 import ipaddress
 import logging

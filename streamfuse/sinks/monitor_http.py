@@ -10,10 +10,9 @@ import http.server
 import json
 import socket
 import threading
-import time
 from datetime import datetime
-from typing import Any
 from http import HTTPStatus
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import cv2
