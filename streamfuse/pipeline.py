@@ -163,7 +163,8 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
             controls = Controls(rig.fusion, getattr(registrar, "distance_m", None))
         live = LiveFusion(controls, rig.fusion, registrar) if controls is not None and fuse else None
         report.paced = ir.realtime or vis.realtime
-        runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop), report.paced)
+        runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop, _radiometric(rig)),
+                              report.paced)
     except BaseException:  # a sink that cannot open (a window without a screen, a bad path)
         ir.close()
         vis.close()
@@ -332,3 +333,8 @@ def _shutdown(captures: list[CaptureThread], runners: list[SinkRunner]) -> BaseE
     if stuck:
         return RuntimeFailure(f"capture thread(s) {', '.join(stuck)} did not stop")
     return None
+
+
+def _radiometric(rig) -> bool:
+    """Whether the rig maps IR counts to temperatures (`thermal.radiometry`, none by default)."""
+    return getattr(rig.thermal, "radiometry", "none") not in (None, "none")

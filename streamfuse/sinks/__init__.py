@@ -4,6 +4,7 @@
     config.py    the sink configs (`SINK_TYPES`)
     mp4.py       the crash-safe MP4 recording (segments, the raw IR archive)
     display.py   the Tk window
+    stream.py    the fused video published as H.264 (RTSP, UDP/RTP MPEG-TS), by publisher.py in a child process
     monitor.py   the browser monitor (monitor_page.html); feed.py, the JPEG all its viewers share
     metrics.py   /metrics and the page's statistics, from a live run report
 """
@@ -18,10 +19,11 @@ from streamfuse.sinks.config import (
     Mp4SinkConfig,
     NullSinkConfig,
     SinkConfig,
+    StreamSinkConfig,
 )
 
 __all__ = ["INTERACTIVE_SINKS", "SINK_TYPES", "DisplaySinkConfig", "MonitorSinkConfig", "Mp4SinkConfig", "NullSink",
-           "NullSinkConfig", "Sink", "SinkConfig", "SinkRunner", "SinkState", "StreamInfo", "make_sink"]
+           "NullSinkConfig", "Sink", "SinkConfig", "SinkRunner", "SinkState", "StreamInfo", "StreamSinkConfig", "make_sink"]
 
 
 def make_sink(cfg: SinkConfig) -> Sink:
@@ -35,4 +37,7 @@ def make_sink(cfg: SinkConfig) -> Sink:
     if isinstance(cfg, MonitorSinkConfig):
         from streamfuse.sinks.monitor import MonitorSink
         return MonitorSink(cfg)
+    if isinstance(cfg, StreamSinkConfig):
+        from streamfuse.sinks.stream import StreamSink
+        return StreamSink(cfg)
     return NullSink(cfg.delay_ms)

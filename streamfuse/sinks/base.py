@@ -46,6 +46,8 @@ class StreamInfo:
     controls: Any = None
     report: Any = None
     stop: threading.Event | None = None
+    #: Whether IR counts map to temperatures (rig `thermal.radiometry` other than none).
+    radiometric: bool = False
 
 
 class Sink(abc.ABC):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from streamfuse.config import check_range
 from streamfuse.queues import Policy
@@ -99,8 +100,51 @@ class MonitorSinkConfig:
             raise ValueError("token: expected at least 8 characters")
 
 
+#: Stream URL schemes and the container each is published in.
+STREAM_FORMATS = {"rtsp": "rtsp", "udp": "mpegts", "rtp": "rtp_mpegts", "srt": "mpegts"}
+
+
+@dataclass(frozen=True)
+class StreamSinkConfig:
+    """The fused video published as low-latency H.264 for other programs (rig `type: stream`)."""
+
+    #: rtsp://server:8554/path (published to a server such as MediaMTX), udp://host:port
+    #: (MPEG-TS), rtp://host:port (MPEG-TS over RTP), srt://host:port (needs FFmpeg with libsrt).
+    url: str
+    type: Literal["stream"] = "stream"
+    #: libx264 speed/size trade-off; every preset runs with tune zerolatency (no lookahead, no B-frames).
+    preset: Literal["ultrafast", "superfast", "veryfast", "faster", "fast", "medium"] = "veryfast"
+    #: Constant rate factor: 18 visually lossless, 23 default, 28 small.
+    crf: int = 23
+    #: Bit rate cap in kbit/s (VBV), for links of known capacity; null: crf alone.
+    max_kbps: int | None = None
+    #: Seconds between keyframes: how long a viewer that joins (or a receiver that restarts) waits.
+    keyframe_s: float = 1.0
+    #: Seconds a connection attempt may take before the publisher is restarted.
+    timeout_s: float = 5.0
+    queue: Policy = "drop_oldest"
+
+    def __post_init__(self):
+        parts = urlsplit(self.url) if isinstance(self.url, str) else None
+        if parts is None or parts.scheme not in STREAM_FORMATS:
+            raise ValueError(f"url: expected a URL starting with {', '.join(s + '://' for s in STREAM_FORMATS)}, "
+                             f"got {self.url!r}")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or (parts.scheme != "rtsp" and port is None):
+            raise ValueError(f"url: expected {parts.scheme}://HOST:PORT{'/PATH' if parts.scheme == 'rtsp' else ''}, "
+                             f"got {self.url!r}")
+        check_range("crf", self.crf, 0, 51)
+        check_range("keyframe_s", self.keyframe_s, 0.1, 10)
+        check_range("timeout_s", self.timeout_s, 0.5, 60)
+        if self.max_kbps is not None:
+            check_range("max_kbps", self.max_kbps, 50, 1_000_000)
+
+
 SINK_TYPES = {"mp4": Mp4SinkConfig, "null": NullSinkConfig, "display": DisplaySinkConfig,
-              "monitor": MonitorSinkConfig}
-SinkConfig = Mp4SinkConfig | NullSinkConfig | DisplaySinkConfig | MonitorSinkConfig
+              "monitor": MonitorSinkConfig, "stream": StreamSinkConfig}
+SinkConfig = Mp4SinkConfig | NullSinkConfig | DisplaySinkConfig | MonitorSinkConfig | StreamSinkConfig
 #: Sink types a viewer interacts with: a rig with one gets live controls.
 INTERACTIVE_SINKS = (DisplaySinkConfig, MonitorSinkConfig)

@@ -16,17 +16,20 @@ class Feed:
         self._cond = threading.Condition()
         self.jpeg: bytes | None = None
         self.seq = -1
+        #: Wall-clock time (ns since the epoch) the newest picture was captured at.
+        self.t_wall_ns = 0
         self.closed = False
         self._viewers: dict[str, float] = {}
         self.streams = 0
 
-    def publish(self, jpeg: bytes) -> None:
+    def publish(self, jpeg: bytes, t_wall_ns: int = 0) -> None:
         with self._cond:
-            self.jpeg, self.seq = jpeg, self.seq + 1
+            self.jpeg, self.seq, self.t_wall_ns = jpeg, self.seq + 1, t_wall_ns
             self._cond.notify_all()
 
     def wait_newer(self, after: int, timeout: float) -> tuple[bytes | None, int]:
-        """The newest JPEG once its seq is above `after`; (None, after) on timeout or close."""
+        """The newest JPEG once its seq is above `after`; (None, after) on timeout or close.
+        (`t_wall_ns` read just after may belong to a picture one newer: fine for a clock.)"""
         with self._cond:
             if after > self.seq:
                 after = -1  # a page still open from an earlier run: start it again
