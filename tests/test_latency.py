@@ -9,7 +9,7 @@ import threading
 import cv2
 import numpy as np
 import pytest
-from helpers import streamfuse, write_demo_rig
+from helpers import REPO, streamfuse, write_demo_rig
 
 from streamfuse import pipeline, threads
 from streamfuse.capture.base import CaptureThread
@@ -130,3 +130,16 @@ def test_an_unpaced_run_says_its_latency_is_a_backlog(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "unpaced:" in result.stderr and "arrival->mp4" in result.stderr
     assert "exposure->" not in result.stderr
+
+
+def test_the_latency_round_prints_medians_over_interleaved_paced_rounds():
+    from streamfuse.bench.latency import latency_round
+
+    rig = load_rig(REPO / "rigs" / "demo-fast.yaml")  # paced by the round itself
+    table = latency_round(rig, "alpha", 1.5, priors=False, rounds=2)
+    assert "medians over 2 interleaved round(s)" in table and "30 fps" in table
+    row = next(line for line in table.splitlines() if line.startswith("  no priors"))
+    fps, p50, p95, p99 = (float(v) for v in row.split()[2:6])
+    assert 20 < fps <= 31, row  # paced at 30 fps: never faster than the cameras
+    assert 0 < p50 <= p95 <= p99, row
+    assert "against a goal of 66.7 ms" in table

@@ -25,7 +25,7 @@ from streamfuse.sync import Pairer
 
 def test_demo_records_exactly_n_frames_at_the_visible_rate(tmp_path):
     out = tmp_path / "out.mp4"
-    result = streamfuse("run", "rigs/demo.yaml", "--frames", 300, "--record", out)
+    result = streamfuse("run", "rigs/demo-fast.yaml", "--frames", 300, "--record", out)
     assert result.returncode == 0, result.stderr
     frames, rate, duration = read_video(out)
     assert len(frames) == 300

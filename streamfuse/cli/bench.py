@@ -29,6 +29,8 @@ def add_parsers(sub) -> None:
                    help="length of each run of the paced latency round: the rig paced at 30 fps, lite, without "
                         "and with priors (10; 0 skips the round)")
     b.add_argument("--latency-mode", default="lite", metavar="NAME", help="fusion mode of the latency round (lite)")
+    b.add_argument("--latency-rounds", type=positive_int, default=1, metavar="N",
+                   help="interleaved rounds of the latency runs; the table gives medians (1)")
     b.add_argument("--latency-busy", action="store_true",
                    help="repeat each latency run with a CPU-bound process beside it")
     b.add_argument("--no-latency-priors", action="store_true",
@@ -97,7 +99,8 @@ def _cmd_bench(args) -> int:
             if not priors:
                 print("paced latency: the runs with priors are left out (they need the learn extra: "
                       "pip install -e '.[learn]')")
-        print(latency_round(rig, args.latency_mode, args.latency_seconds, priors=priors, busy=args.latency_busy))
+        print(latency_round(rig, args.latency_mode, args.latency_seconds, priors=priors, busy=args.latency_busy,
+                            rounds=args.latency_rounds))
     return 0
 
 

@@ -100,6 +100,9 @@ class PriorConfig:
         schedule: idle (the default): the worker runs in Linux's SCHED_IDLE class, only on
             cycles nothing else wants; nice: `nice` steps below the frame loop instead.
         nice: with schedule nice, how much lower the worker's OS priority is (0..19).
+        isolation: process (the default): the models run in a child process (its own
+            interpreter lock, the whole process in SCHED_IDLE; `priors.process`); thread: in
+            the worker thread of the frame loop's process (the lock is shared; for debugging).
         device: `cpu`, or `cuda` for the worker's models.
         offline: true (the default): a run never downloads, and a weight that is not on disk
             is an error naming `streamfuse models fetch RIG`; false: a run first downloads
@@ -120,6 +123,7 @@ class PriorConfig:
     threads: int | None = None
     schedule: Literal["idle", "nice"] = "idle"
     nice: int = 10
+    isolation: Literal["process", "thread"] = "process"
     device: Literal["cpu", "cuda"] = "cpu"
     offline: bool = True
     cache_dir: Path | None = None

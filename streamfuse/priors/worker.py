@@ -115,7 +115,10 @@ class PriorWorker:
     """The refresh thread; `extract(ir, vis, t_ns=, index=, reason=) -> Prior` does the work."""
 
     def __init__(self, extract: Callable[..., Prior], policy: RefreshPolicy, *, threads: int | None = None,
-                 nice: int = 10, schedule: PriorSchedule = "idle"):
+                 nice: int = 10, schedule: PriorSchedule = "idle", in_thread: bool = True):
+        """`in_thread`: `extract` runs here, so this thread is lowered and sizes torch's pool;
+        False: `extract` hands the work to another process (`process.ProcessExtractor`), which
+        does both itself, and this thread (waiting on a pipe) keeps its priority."""
         self.policy = policy
         self.refresh_time = StageTimer("prior refresh")
         self.reasons: collections.Counter[str] = collections.Counter()
@@ -125,6 +128,7 @@ class PriorWorker:
         self._threads = threads
         self._nice = nice
         self._schedule = schedule
+        self._in_thread = in_thread
         #: How the worker's thread was scheduled ("SCHED_IDLE", "nice +10"), once it started.
         self.scheduled = ""
         self._slot: BoundedQueue[Offer] = BoundedQueue(1, "drop_oldest")
@@ -152,17 +156,25 @@ class PriorWorker:
         return self._latest
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
-        """Ask the thread to end after the refresh in progress; True once it has."""
+        """Ask the thread to end; True once it has. In a thread, the refresh in progress is
+        finished first; in another process (`extract` has a `close`), that process is ended
+        at once, since a refresh nobody will use is not worth waiting for."""
         self._stop.set()
         self._slot.close()
+        close = getattr(self._extract, "close", None)
+        if close is not None:
+            close()
         if self._thread.is_alive():
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
     def _run(self) -> None:
         try:
-            self.scheduled = lower_this_thread(self._schedule, self._nice)
-            _set_torch_threads(self._threads or budget.current().prior_threads)
+            if self._in_thread:
+                self.scheduled = lower_this_thread(self._schedule, self._nice)
+                _set_torch_threads(self._threads or budget.current().prior_threads)
+            else:
+                self.scheduled = getattr(self._extract, "scheduled", "own process")
             while not self._stop.is_set():
                 try:
                     offer = self._slot.get()
@@ -174,7 +186,8 @@ class PriorWorker:
                 if reason is not None:
                     self._refresh(offer, reason)
         except BaseException as exc:  # re-raised on the main thread by latest()
-            self._error = exc
+            if not self._stop.is_set():  # after stop: the end of a process that was ended
+                self._error = exc
 
     def _refresh(self, offer: Offer, reason: str) -> None:
         prior = self._extract(offer.ir, offer.vis, t_ns=offer.t_ns, index=offer.index, reason=reason)
@@ -244,23 +257,28 @@ def open_priors(cfg: PriorConfig, rig_path: Path | str) -> PriorStage:
     that is not on disk (offline) or cannot be downloaded, a checkpoint that does not fit.
     """
     require_learn(rig_path)
+    policy = RefreshPolicy.from_config(cfg)
+    if cfg.isolation == "process":
+        from streamfuse.priors.process import ProcessExtractor
+
+        extractor = ProcessExtractor(cfg, rig_path, threads=cfg.threads or budget.current().prior_threads)
+        return PriorStage(PriorWorker(extractor, policy, in_thread=False))
     from streamfuse.priors.extractor import build_extractor
 
     extractor = build_extractor(cfg, rig_path)
-    policy = RefreshPolicy.from_config(cfg)
     return PriorStage(PriorWorker(extractor, policy, threads=cfg.threads, nice=cfg.nice, schedule=cfg.schedule))
 
 
 def require_learn(rig_path: Path | str) -> None:
-    """UsageError with the install hint unless torch, open_clip and timm can be imported."""
-    try:
-        import open_clip  # noqa: F401
-        import timm  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        raise UsageError(f"{rig_path}: semantic priors need torch, open_clip_torch and timm "
-                         f"({exc.name or exc} is missing); install them with pip install 'streamfuse[learn]' "
-                         f"(in a checkout: pip install -e '.[learn]'), or remove the priors section") from None
+    """UsageError with the install hint unless torch, open_clip and timm are installed (found,
+    not imported: with the priors in their own process this process never needs them)."""
+    import importlib.util
+
+    for name in ("torch", "open_clip", "timm"):
+        if importlib.util.find_spec(name) is None:
+            raise UsageError(f"{rig_path}: semantic priors need torch, open_clip_torch and timm "
+                             f"({name} is missing); install them with pip install 'streamfuse[learn]' "
+                             f"(in a checkout: pip install -e '.[learn]'), or remove the priors section")
 
 
 def _set_torch_threads(threads: int) -> None:

@@ -1,0 +1,167 @@
+"""The prior extractor in a child process (`priors.isolation: process`, the default).
+
+Why a process and not only a low-priority thread: the worker thread shares the frame loop's
+interpreter lock. Between torch operations the extractor runs Python code holding that lock,
+and a SCHED_IDLE thread that holds it is exactly the thread the scheduler will not run while
+the frame loop is busy, so the frame loop waits for a thread that cannot run (a priority
+inversion the lock cannot see). In its own process the extractor shares no lock with the
+frame loop, the whole process (every torch thread) is in SCHED_IDLE, and the frame loop's
+process never imports torch for the priors (about 600 MB less resident memory there).
+
+The child is `python -m streamfuse.priors.process IN_FD OUT_FD`: a fresh interpreter (never a
+fork of a process that already runs threads, and unlike multiprocessing's spawn it does not
+re-run the parent's main script, so a user's script needs no `__main__` guard), talking over
+two inherited pipes with `multiprocessing.connection.Connection` (pickled messages; its
+stdout and stderr stay the parent's, for warnings). The parent first sends (PriorConfig, rig
+path, torch threads); the child answers ("ready", how it is scheduled) or ("usage" | "error",
+one line) once its models are loaded; then each ("extract", ir, vis, t_ns, index, reason) is
+answered with ("prior", Prior) or ("error", one line), and ("stop",) ends it.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from multiprocessing.connection import Connection
+from pathlib import Path
+
+import numpy as np
+
+from streamfuse.errors import RuntimeFailure, UsageError
+from streamfuse.priors.config import PriorConfig
+from streamfuse.priors.prior import Prior
+
+#: How long loading the models may take in the child (ViT-B/16 from disk: a few seconds;
+#: first use of a hub cache or a cold disk: more).
+LOAD_TIMEOUT_S = 300.0
+#: How long stopping waits for the child to end by itself, then after SIGTERM.
+STOP_GRACE_S = 0.5
+
+
+class ProcessExtractor:
+    """`extract(ir, vis, t_ns=, index=, reason=) -> Prior`, computed by a child process.
+
+    Built by `open_priors`; raises UsageError in one line when the child cannot load the
+    models (the same messages as in-process loading), RuntimeFailure when the child dies.
+    Used from the prior worker thread only (one request at a time).
+    """
+
+    def __init__(self, cfg: PriorConfig, rig_path: Path | str, *, threads: int):
+        child_reads, parent_writes = os.pipe()
+        parent_reads, child_writes = os.pipe()
+        self._proc = subprocess.Popen([sys.executable, "-m", "streamfuse.priors.process", str(child_reads),
+                                       str(child_writes)], pass_fds=(child_reads, child_writes),
+                                      stdin=subprocess.DEVNULL)
+        os.close(child_reads)  # the child's ends live in the child only, so its death reads as EOF here
+        os.close(child_writes)
+        self._send = Connection(parent_writes, readable=False)
+        self._recv = Connection(parent_reads, writable=False)
+        #: The child's process id (for tests and for anyone looking at `ps`).
+        self.pid = self._proc.pid
+        self._send.send((cfg, str(rig_path), threads))
+        kind, text = self._receive(LOAD_TIMEOUT_S, "loading the models")
+        if kind == "usage":
+            self.close()
+            raise UsageError(text)
+        if kind != "ready":
+            self.close()
+            raise RuntimeFailure(f"prior process: {text}")
+        #: How the child is scheduled ("SCHED_IDLE", "nice +10"), for the run's log.
+        self.scheduled = text
+
+    def __call__(self, ir: np.ndarray, vis: np.ndarray, *, t_ns: int = 0, index: int = 0,
+                 reason: str = "") -> Prior:
+        try:
+            self._send.send(("extract", ir, vis, t_ns, index, reason))
+        except OSError:  # BrokenPipeError: the child is gone
+            raise RuntimeFailure(f"prior process ended unexpectedly (exit code {self._proc.poll()})") from None
+        kind, payload = self._receive(None, "a refresh")
+        if kind != "prior":
+            raise RuntimeFailure(payload)  # the child's one line, as a thread's error would read
+        return payload
+
+    def close(self) -> None:
+        """End the child: asked to stop, it ends between refreshes; one in the middle of a
+        refresh is terminated after STOP_GRACE_S (it holds nothing that needs saving)."""
+        try:
+            self._send.send(("stop",))
+        except OSError:
+            pass
+        for end in (self._proc.terminate, self._proc.kill):
+            try:
+                self._proc.wait(STOP_GRACE_S)
+                break
+            except subprocess.TimeoutExpired:
+                end()
+        self._proc.wait()
+        self._send.close()
+
+    def _receive(self, timeout: float | None, what: str):
+        try:
+            if timeout is not None and not self._recv.poll(timeout):
+                raise RuntimeFailure(f"prior process: no answer after {timeout:g} s of {what}")
+            return self._recv.recv()
+        except (EOFError, OSError):
+            try:
+                code = self._proc.wait(1.0)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise RuntimeFailure(f"prior process ended during {what} (exit code {code}; "
+                                 f"out of memory?)") from None
+
+
+def serve(requests: Connection, answers: Connection) -> None:
+    """The child's main: lower the process, load the models, answer requests until stop."""
+    from streamfuse.priors.weights import one_line
+
+    # Ctrl-C reaches the whole process group; the parent decides when this process ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cfg, rig_path, threads = requests.recv()
+    scheduled = _lower_process(cfg)
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+        from streamfuse.priors.extractor import build_extractor
+
+        extract = build_extractor(cfg, rig_path)
+    except UsageError as exc:
+        answers.send(("usage", str(exc)))
+        return
+    except Exception as exc:  # sent to the parent as one line, raised there
+        answers.send(("error", one_line(exc)))
+        return
+    answers.send(("ready", scheduled))
+    while True:
+        try:
+            request = requests.recv()
+        except (EOFError, OSError):  # the parent is gone
+            return
+        if request[0] != "extract":
+            return
+        _, ir, vis, t_ns, index, reason = request
+        try:
+            answers.send(("prior", extract(ir, vis, t_ns=t_ns, index=index, reason=reason)))
+        except Exception as exc:
+            answers.send(("error", one_line(exc)))
+
+
+def _lower_process(cfg: PriorConfig) -> str:
+    """SCHED_IDLE (or `nice` steps) for every thread of this process: the ones that exist
+    already (numpy's BLAS pool starts at import) and, inherited, the ones started later."""
+    try:
+        for task in os.listdir("/proc/self/task"):
+            tid = int(task)
+            if cfg.schedule == "idle" and hasattr(os, "SCHED_IDLE"):
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            elif cfg.nice:
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + cfg.nice))
+    except (AttributeError, OSError):
+        return "unchanged (own process)"
+    if cfg.schedule == "idle" and hasattr(os, "SCHED_IDLE"):
+        return "SCHED_IDLE (own process)"
+    return f"nice +{cfg.nice} (own process)" if cfg.nice else "unchanged (own process)"
+
+if __name__ == "__main__":
+    serve(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))
