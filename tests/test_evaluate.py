@@ -67,9 +67,14 @@ def test_cli_scores_modes_and_fused_folders_with_tables_and_files(tmp_path):
         expected = np.mean([published[g]["per_image"][n][measure] for g, ns in PICKED.items() for n in ns])
         assert means["seafusion"][POOLED][measure] == pytest.approx(expected, rel=1e-6)
     assert means[IR_ONLY]["msrs"]["SCD"] is None  # a copied source has no SCD: n/a, not a number
+    try:
+        import matplotlib  # noqa: F401  (the figures extra: montage and bars)
+    except ImportError:
+        assert "no figures" in result.stderr and not list(out.glob("montage.*"))
+        return
     montage = cv2.imread(str(out / "montage.png"))
-    assert montage.shape[0] == 2 * 200 + 4  # two pairs, a row each
-    assert montage.shape[1] > 4 * 200  # IR | visible | pyramid | seafusion
+    assert montage.shape[0] > montage.shape[1] / 3  # two pairs, each a row and a row of crops
+    assert (out / "montage.pdf").read_bytes().startswith(b"%PDF")
     for measure in MEASURES:
         assert cv2.imread(str(out / "bars" / f"{measure}.png")) is not None
 

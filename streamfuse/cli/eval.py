@@ -5,13 +5,11 @@ prints and writes what it returns.
 """
 from __future__ import annotations
 
+import argparse
 import json
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-
-import cv2
 
 from streamfuse.errors import UsageError
 from streamfuse.fuse import MODES, NEEDS_WEIGHTS, FusionConfig
@@ -59,16 +57,19 @@ def add_parser(sub) -> None:
                         "'none' for none (default: gff,max)")
     e.add_argument("--palette", default="ironbow", help="IR palette of the modes that colour it (ironbow)")
     e.add_argument("-o", "--out", type=Path, default=Path("eval-results"),
-                   help="folder for scores.csv, summary.json, montage.png, bars/*.png, flicker.json "
+                   help="folder for scores.csv, summary.json, montage.*, bars/*.*, flicker.json "
                         "(default: eval-results)")
     e.add_argument("--montage", type=int, default=6, metavar="N", help="pairs in the montage (6; 0 for none)")
+    e.add_argument("--figures", default="auto", metavar="png,pdf,svg",
+                   help="formats of the montage and bar charts (matplotlib, the figures extra); 'none' for "
+                        "none; default auto: png,pdf when matplotlib is installed, none otherwise")
+    e.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="a progress bar on stderr (default: only when stderr is a terminal)")
     e.set_defaults(handler=run_eval)
 
 
 def run_eval(args) -> int:
     """The `eval` command: tables on stdout, files in --out."""
-    from streamfuse.quality.figures import bar_charts, montage
-
     if not args.pairs and not args.video:
         raise UsageError("eval: give folders of pairs, or --video CLIP")
     if args.montage < 0:
@@ -76,6 +77,7 @@ def run_eval(args) -> int:
     fused_dirs = [_parse_fused(text) for text in args.fused]
     modes = _parse_modes(args.modes, args.palette, default_all=not fused_dirs)
     references = _parse_references(args.references)
+    formats = _parse_figures(args.figures)
     pair_groups = _merge([find_groups(root) for root in args.pairs])
     clip_groups = _merge([find_groups(root) for root in args.video])
     _make_folder(args.out)
@@ -89,17 +91,21 @@ def run_eval(args) -> int:
     if pair_groups:
         pairs = [p for ps in pair_groups.values() for p in ps]
         chosen = methods(list(pair_groups))
-        scores = score_pairs(pairs, chosen, degrade=[*modes, *references], on_pair=_progress(len(pairs)))
+        with _bar(args, len(pairs), "scoring", "pair") as bar:
+            scores = score_pairs(pairs, chosen, degrade=[*modes, *references], on_pair=lambda i, p: bar.update())
         summary, user = summarize(scores), summarize_user(scores)
         groups = list(pair_groups) + ([POOLED] if len(pair_groups) > 1 else [])
         print("\n\n".join(format_table(summary, g) for g in groups))
         print("\n" + "\n\n".join(format_user_table(user, g) for g in groups))
         write_scores(scores, summary, args.out, user)
-        bar_charts(summary, groups, args.out / "bars")
-        if args.montage and chosen:
-            cv2.imwrite(str(args.out / "montage.png"), montage(_spread(pair_groups, args.montage), chosen, load_pair))
+        if formats:
+            _figures(args, formats, scores, groups, _spread(pair_groups, args.montage) if chosen else [], chosen)
     if clip_groups:
-        results = {clip: clip_flicker(frames, methods([clip], video=True)) for clip, frames in clip_groups.items()}
+        with _bar(args, len(clip_groups), "flicker", "clip") as bar:
+            results = {}
+            for clip, frames in clip_groups.items():
+                results[clip] = clip_flicker(frames, methods([clip], video=True))
+                bar.update()
         print(("\n\n" if pair_groups else "") + format_flicker(results))
         rows = {clip: {label: json_number(v) for label, v in values.items()} for clip, values in results.items()}
         (args.out / "flicker.json").write_text(json.dumps(rows, indent=1) + "\n")
@@ -162,13 +168,42 @@ def _spread(groups: dict[str, list[Pair]], count: int) -> list[Pair]:
     return chosen[:count]
 
 
-def _progress(total: int) -> Callable[[int, Pair], None]:
-    start = time.monotonic()
+def _parse_figures(text: str) -> tuple[str, ...]:
+    """The --figures formats; with matplotlib missing, () for auto and a one-line error otherwise."""
+    from streamfuse.quality.figures import FIGURES_EXTRA, FORMATS, require_matplotlib
 
-    def report(index: int, pair: Pair) -> None:
-        if sys.stderr.isatty():
-            end = "\n" if index + 1 == total else ""
-            print(f"\rscoring {index + 1}/{total} pairs ({pair.group}) {time.monotonic() - start:.0f} s",
-                  end=end, file=sys.stderr, flush=True)
+    if text.strip() in ("none", ""):
+        return ()
+    if text.strip() == "auto":
+        try:
+            require_matplotlib()
+        except UsageError:
+            print(f"eval: no figures (they need matplotlib: {FIGURES_EXTRA})", file=sys.stderr)
+            return ()
+        return ("png", "pdf")
+    formats = tuple(dict.fromkeys(f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()))
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise UsageError(f"--figures: unknown {', '.join(unknown)}; expected some of {', '.join(FORMATS)}, "
+                         "auto or none")
+    require_matplotlib()
+    return formats
 
-    return report
+
+def _figures(args, formats: tuple[str, ...], scores, groups: list[str], montage_pairs: list[Pair],
+             chosen: dict[str, Method]) -> None:
+    """The bar charts and the montage, in each of `formats`."""
+    from streamfuse.quality.figures import bar_charts, montage_figure, save
+
+    bar_charts(scores, groups, args.out / "bars", formats)
+    if montage_pairs:
+        with _bar(args, len(montage_pairs), "montage", "pair") as bar:
+            save(montage_figure(montage_pairs, chosen, load_pair, progress=bar.update), args.out / "montage", formats)
+
+
+def _bar(args, total: int, what: str, unit: str):
+    """A tqdm progress bar on stderr: when asked (--progress), else only on a terminal."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=what, unit=unit, file=sys.stderr, leave=True,
+                disable=None if args.progress is None else not args.progress)

@@ -1,6 +1,16 @@
-"""The live progress line and the end-of-run summary, both on stderr."""
+"""The live progress line, the log format and the end-of-run summary, all on stderr.
+
+On a terminal the progress line rewrites itself (a carriage return) and log lines read
+"streamfuse: ..."; anywhere else (a pipe, a log file, a service) nothing is rewritten and
+nothing is coloured: every event is one line, the progress is a "status: ..." log line every
+`--status-every` seconds (or none), and log lines carry a timestamp, except under systemd
+(journald, recognised by JOURNAL_STREAM naming our stderr) which stamps them itself and gets
+a syslog priority prefix instead ("<4>" for warnings), so `journalctl -p warning` works.
+"""
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 
@@ -10,8 +20,54 @@ from streamfuse.rig import RigConfig
 from streamfuse.sinks.containers import ENCODER_DELAY_S
 from streamfuse.stats import format_table
 
-#: Without a terminal (a log file, a service), print a progress line this often.
-LOG_EVERY_S = 5.0
+#: Syslog priorities of the logging levels, for journald's "<N>" line prefix.
+_PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3, logging.CRITICAL: 2}
+log = logging.getLogger("streamfuse")
+
+
+def under_journal(stream) -> bool:
+    """True when `stream` is the journal stream systemd handed us (JOURNAL_STREAM holds its
+    device:inode; a child whose stderr was redirected inherits the variable but not the stream)."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a StringIO)
+        return False
+    return expected == f"{st.st_dev}:{st.st_ino}"
+
+
+class LineFormatter(logging.Formatter):
+    """One line per record (line breaks of messages and tracebacks folded), formatted for
+    where it goes: "terminal", "log" (timestamped) or "journal" (a priority prefix)."""
+
+    def __init__(self, kind: str):
+        super().__init__(datefmt="%Y-%m-%d %H:%M:%S")
+        self.kind = kind
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = " | ".join(line.strip() for line in super().format(record).splitlines() if line.strip())
+        if self.kind == "journal":
+            return f"<{_PRIORITY.get(record.levelno, 6)}>{text}"
+        if self.kind == "log":
+            return f"{self.formatTime(record, self.datefmt)} streamfuse: {text}"
+        return f"streamfuse: {text}"
+
+
+def setup_logging(quiet: bool = False, stream=None) -> None:
+    """Log INFO and up (WARNING and up when `quiet`) to stderr, one line per event. Like
+    `logging.basicConfig`, does nothing when the root logger already has a handler (a program
+    or test that embeds streamfuse has set up its own)."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    stream = stream or sys.stderr
+    kind = "journal" if under_journal(stream) else "terminal" if stream.isatty() else "log"
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(LineFormatter(kind))
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def latency_readout(report: RunReport) -> str:
@@ -33,19 +89,20 @@ def progress_line(report: RunReport) -> str:
             + (" | NO PAIRS: check the clocks and sync.tolerance_ms" if report.warning else ""))
 
 
-def progress_printer(stream=None):
-    """A callback for `pipeline.run(on_progress=...)`: rewrites one line on a terminal."""
+def progress_printer(every_s: float, stream=None):
+    """A callback for `pipeline.run(on_progress=...)`: rewrites one line on a terminal;
+    elsewhere logs "status: ..." every `every_s` seconds (never when 0)."""
     stream = stream or sys.stderr
-    tty = stream.isatty()
-    last = [time.monotonic()]  # the first log line after LOG_EVERY_S, not an empty one at start
+    tty = stream.isatty() and not under_journal(stream)
+    last = [time.monotonic()]  # the first status line after every_s, not an empty one at start
 
     def show(report: RunReport) -> None:
         if tty:
             stream.write("\r" + progress_line(report) + "   ")
             stream.flush()
-        elif time.monotonic() - last[0] >= LOG_EVERY_S:
+        elif every_s and time.monotonic() - last[0] >= every_s:
             last[0] = time.monotonic()
-            print(progress_line(report), file=stream, flush=True)
+            log.info("status: %s", progress_line(report))
     show.tty = tty
     return show
 
@@ -97,6 +154,6 @@ def summary(rig: RigConfig, report: RunReport) -> str:
 
 def print_summary(rig: RigConfig, report: RunReport, stream=None) -> None:
     stream = stream or sys.stderr
-    if stream.isatty():
+    if stream.isatty() and not under_journal(stream):
         stream.write("\n")
     print(summary(rig, report), file=stream, flush=True)

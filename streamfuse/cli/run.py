@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import signal
 import threading
 from pathlib import Path
 
-from streamfuse.cli.args import listen_address, positive_float, positive_int
+from streamfuse.cli.args import listen_address, non_negative_float, positive_float, positive_int
 from streamfuse.errors import StreamfuseError, UsageError
 from streamfuse.fuse import MODES
 
+#: Without a terminal (a pipe, a log file, a service), a status line this often (s) by default.
+STATUS_EVERY_S = 5.0
 EPILOG = "Rig files are described in README.md; start with rigs/demo.yaml (no cameras needed)."
 
 
@@ -32,6 +33,9 @@ def add_parsers(sub) -> None:
                         "HOST:PORT; HOST defaults to 127.0.0.1, anything else needs a token")
     r.add_argument("--token", metavar="TOKEN", help="access token for --serve (default: $STREAMFUSE_TOKEN)")
     r.add_argument("--quiet", action="store_true", help="no progress line")
+    r.add_argument("--status-every", type=non_negative_float, default=STATUS_EVERY_S, metavar="S",
+                   help="without a terminal (a pipe, a log, a service): a one-line status every S seconds "
+                        f"(default {STATUS_EVERY_S:g}; 0 for none)")
     r.set_defaults(handler=_cmd_run)
 
     c = sub.add_parser("check", help="validate a rig file and the files it names, opening no device")
@@ -63,7 +67,7 @@ def _cmd_run(args) -> int:
 
 
 def _run(args) -> int:
-    from streamfuse.cli.progress import print_summary, progress_printer
+    from streamfuse.cli.progress import print_summary, progress_printer, setup_logging
     from streamfuse.pipeline import run
     from streamfuse.rig import load_rig
 
@@ -75,10 +79,10 @@ def _run(args) -> int:
     rig = _with_viewers(rig, args)
     if args.skew_csv and not args.skew_csv.parent.is_dir():
         raise UsageError(f"--skew-csv: folder {args.skew_csv.parent} does not exist; create it or change the path")
-    logging.basicConfig(format="streamfuse: %(message)s", level=logging.WARNING if args.quiet else logging.INFO)
+    setup_logging(args.quiet)
     stop = threading.Event()
     _on_signals(stop)
-    printer = None if args.quiet else progress_printer()
+    printer = None if args.quiet else progress_printer(args.status_every)
     try:
         report = run(rig, max_frames=args.frames, duration_s=args.duration, stop=stop, on_progress=printer)
     except StreamfuseError as exc:
@@ -125,20 +129,7 @@ def _cmd_check(args) -> int:
 
 
 def _check(args) -> int:
-    from streamfuse.capture import DEVICE_TYPES
-    from streamfuse.pipeline import open_rig_sources
-    from streamfuse.rig import load_rig
-
-    rig = load_rig(args.rig)
-    if isinstance(rig.ir, DEVICE_TYPES) or isinstance(rig.vis, DEVICE_TYPES):
-        # Cameras are not opened: their settings were checked when the rig loaded.
-        lines = [f"{role}: {cfg.type} {getattr(cfg, 'device', getattr(cfg, 'url', ''))} (not opened)"
-                 for role, cfg in (("ir", rig.ir), ("vis", rig.vis))]
-    else:
-        ir, vis, _ = open_rig_sources(rig)
-        ir.close()
-        vis.close()
-        lines = [ir.describe(), vis.describe()]
+    rig, lines = check_rig(args.rig)
     cal = rig.calibration_path or "none (cameras coincide)"
     from streamfuse.register.registrar import describe_registration
 
@@ -149,6 +140,26 @@ def _check(args) -> int:
     if rig.priors is not None:
         print(f"  priors: {rig.priors.describe()}; weights: `streamfuse models verify {args.rig}`")
     return 0
+
+
+def check_rig(path: Path):
+    """(the rig, a line per source): what `streamfuse check` validates (the rig file, every file
+    it names, file sources opened and closed; cameras not opened). UsageError if anything fails."""
+    from streamfuse.capture import DEVICE_TYPES
+    from streamfuse.pipeline import open_rig_sources
+    from streamfuse.rig import load_rig
+
+    rig = load_rig(path)
+    if isinstance(rig.ir, DEVICE_TYPES) or isinstance(rig.vis, DEVICE_TYPES):
+        # Cameras are not opened: their settings were checked when the rig loaded.
+        lines = [f"{role}: {cfg.type} {getattr(cfg, 'device', getattr(cfg, 'url', ''))} (not opened)"
+                 for role, cfg in (("ir", rig.ir), ("vis", rig.vis))]
+    else:
+        ir, vis, _ = open_rig_sources(rig)
+        ir.close()
+        vis.close()
+        lines = [ir.describe(), vis.describe()]
+    return rig, lines
 
 
 def _cmd_devices(args) -> int:

@@ -47,6 +47,12 @@ from streamfuse.thermal import ir_to_u8
 
 IR_ONLY, VIS_ONLY = "IR only", "visible only"
 POOLED = "pooled"
+#: Measures where smaller is better (the flat-region noise ratio); larger is better for the rest.
+LOWER_IS_BETTER = frozenset({"noise"})
+#: Rows never marked best: a source passed off as the result fools some measures (MI, VIF).
+NOT_RANKED = (IR_ONLY, VIS_ONLY)
+#: The mark of the best value per column in the printed tables.
+BEST = "*"
 #: Decimals per measure in tables, as the literature prints them.
 _DECIMALS = {"EN": 3, "SD": 2, "SF": 2, "AG": 3, "MI": 3, "SCD": 3, "VIF": 3, "Qabf": 3, "SSIM": 3}
 
@@ -233,16 +239,8 @@ def degraded_loaded(loaded: Loaded, name: str) -> Loaded:
 
 def summarize_user(scores: Sequence[Score]) -> dict[str, dict[str, dict[str, float]]]:
     """{method: {group or POOLED: `quality.targets.summarize_targets`}} of the scores that have them."""
-    pooled = len({s.group for s in scores}) > 1
-    table: dict[str, dict[str, list[TargetScore]]] = {}
-    for s in scores:
-        if s.targets is None:
-            continue
-        rows = table.setdefault(s.method, {})
-        rows.setdefault(s.group, []).append(s.targets)
-        if pooled:
-            rows.setdefault(POOLED, []).append(s.targets)
-    return {method: {group: summarize_targets(rows) for group, rows in groups.items()}
+    table = _grouped([s for s in scores if s.targets is not None], pooled=len({s.group for s in scores}) > 1)
+    return {method: {group: summarize_targets([r.targets for r in rows]) for group, rows in groups.items()}
             for method, groups in table.items()}
 
 
@@ -252,24 +250,57 @@ def format_user_table(user: dict, group: str) -> str:
     width = max(len(method) for method, _ in rows) + 2
     lines = [(f"{group}: target contrast retention (night pairs, {rows[0][1]['targets']} targets; day; night "
               "with the IR degraded) and flat-region noise ratio"),
-             "  " + "method".ljust(width) + "".join(m.rjust(14) for m in USER_MEASURES)]
+             "  " + "method".ljust(width) + "".join(m.rjust(14) + " " for m in USER_MEASURES)]
+    best = best_methods(dict(rows), USER_MEASURES)
     for method, values in rows:
-        cells = ["n/a" if math.isnan(values[m]) else f"{values[m]:.3f}" for m in USER_MEASURES]
-        lines.append("  " + method.ljust(width) + "".join(c.rjust(14) for c in cells))
+        cells = [_cell(values[m], f"{values[m]:.3f}", method in best.get(m, ())) for m in USER_MEASURES]
+        lines.append("  " + method.ljust(width) + "".join(c.rjust(15) for c in cells))
+    lines.append(f"  {BEST} best of the methods per column (TCR: higher is better; noise: lower is better)")
     return "\n".join(lines)
 
 
-def summarize(scores: Sequence[Score]) -> dict[str, dict[str, dict[str, float]]]:
-    """{method: {group or POOLED: {measure: mean over pairs, "n": pairs}}}; NaNs stay NaN."""
-    pooled = len({s.group for s in scores}) > 1
+def _grouped(scores: Sequence[Score], pooled: bool | None = None) -> dict[str, dict[str, list[Score]]]:
+    """{method: {group (and POOLED, by default when there are several groups): its scores}}."""
+    pooled = len({s.group for s in scores}) > 1 if pooled is None else pooled
     table: dict[str, dict[str, list[Score]]] = {}
     for s in scores:
         rows = table.setdefault(s.method, {})
         rows.setdefault(s.group, []).append(s)
         if pooled:
             rows.setdefault(POOLED, []).append(s)
+    return table
+
+
+def summarize(scores: Sequence[Score]) -> dict[str, dict[str, dict[str, float]]]:
+    """{method: {group or POOLED: {measure: mean over pairs, "n": pairs}}}; NaNs stay NaN."""
     return {method: {group: {"n": len(rows), **{m: float(np.mean([r.values[m] for r in rows])) for m in MEASURES}}
-                     for group, rows in groups.items()} for method, groups in table.items()}
+                     for group, rows in groups.items()} for method, groups in _grouped(scores).items()}
+
+
+def spread(scores: Sequence[Score]) -> dict[str, dict[str, dict[str, float]]]:
+    """{method: {group or POOLED: {measure: standard deviation over the pairs}}} (sample std,
+    ddof 1; 0 for a single pair; NaN where the measure is n/a), the spread behind each mean."""
+    def std(values: list[float]) -> float:
+        return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0 * values[0]
+
+    return {method: {group: {m: std([r.values[m] for r in rows]) for m in MEASURES} for group, rows in groups.items()}
+            for method, groups in _grouped(scores).items()}
+
+
+def best_methods(rows: dict[str, dict[str, float]], measures: Sequence[str]) -> dict[str, set[str]]:
+    """{measure: the methods with its best value} among `rows` ({method: {measure: value}}):
+    the largest, or the smallest for LOWER_IS_BETTER; NOT_RANKED rows and NaN left out."""
+    best = {}
+    for m in measures:
+        values = {method: v[m] for method, v in rows.items() if method not in NOT_RANKED and not math.isnan(v[m])}
+        if values:
+            top = (min if m in LOWER_IS_BETTER else max)(values.values())
+            best[m] = {method for method, v in values.items() if v == top}
+    return best
+
+
+def _cell(value: float, text: str, best: bool) -> str:
+    return "n/a " if math.isnan(value) else text + (BEST if best else " ")
 
 
 def format_table(summary: dict, group: str) -> str:
@@ -278,16 +309,18 @@ def format_table(summary: dict, group: str) -> str:
     n = rows[0][1]["n"]
     width = max(len(method) for method, _ in rows) + 2
     lines = [f"{group} ({n} pair{'s' if n != 1 else ''})",
-             "  " + "method".ljust(width) + "".join(m.rjust(8) for m in MEASURES)]
+             "  " + "method".ljust(width) + "".join(m.rjust(8) + " " for m in MEASURES)]
+    best = best_methods(dict(rows), MEASURES)
     for method, values in rows:
-        cells = ["n/a" if math.isnan(values[m]) else f"{values[m]:.{_DECIMALS[m]}f}" for m in MEASURES]
-        lines.append("  " + method.ljust(width) + "".join(c.rjust(8) for c in cells))
+        cells = [_cell(values[m], f"{values[m]:.{_DECIMALS[m]}f}", method in best.get(m, ())) for m in MEASURES]
+        lines.append("  " + method.ljust(width) + "".join(c.rjust(9) for c in cells))
+    lines.append(f"  {BEST} best of the methods per column (higher is better; the sources are not ranked)")
     return "\n".join(lines)
 
 
 def write_scores(scores: Sequence[Score], summary: dict, out: Path, user: dict | None = None) -> None:
-    """scores.csv (a row per pair and method) and summary.json (the means, and `user`, the
-    user-facing measures of `summarize_user`) in `out`."""
+    """scores.csv (a row per pair and method) and summary.json (the means, their standard
+    deviations over the pairs, and `user`, the user-facing measures of `summarize_user`) in `out`."""
     with open(out / "scores.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["set", "name", "method", *MEASURES])
@@ -297,6 +330,8 @@ def write_scores(scores: Sequence[Score], summary: dict, out: Path, user: dict |
               "conventions": "streamfuse/quality/measures.py (Linfeng-Tang/Evaluation-for-Image-Fusion)",
               "means": {method: {g: {k: json_number(v) for k, v in vals.items()} for g, vals in groups.items()}
                         for method, groups in summary.items()},
+              "std": {method: {g: {k: json_number(v) for k, v in vals.items()} for g, vals in groups.items()}
+                      for method, groups in spread(scores).items()},
               "user": {method: {g: {k: json_number(v) for k, v in vals.items()} for g, vals in groups.items()}
                        for method, groups in (user or {}).items()}}
     (out / "summary.json").write_text(json.dumps(report, indent=1) + "\n")

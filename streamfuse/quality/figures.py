@@ -1,126 +1,171 @@
-"""Pictures for `streamfuse eval`: a side-by-side montage and a bar chart per measure.
+"""Figures for `streamfuse eval`, drawn with matplotlib (the `figures` extra), in PNG, PDF or SVG.
 
-Drawn with OpenCV, so evaluation needs no plotting library.
+- The montage: a row per pair (IR | visible | each method's fused image), each with a box around
+  the pair's most distinct warm target, and under it the same box enlarged (`crop_box`).
+- A bar chart per measure: a bar per method per set (and pooled), the mean over the pairs, with
+  error bars of one standard deviation over the pairs (`evaluate.spread`).
+
+matplotlib is imported inside the functions that draw (`require_matplotlib`), and only its
+object-oriented `Figure`: no pyplot, so no backend is chosen, no window opens and no global
+figure state is left behind in a program that calls these.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from streamfuse.errors import UsageError
+from streamfuse.quality.evaluate import spread, summarize
 from streamfuse.quality.measures import MEASURES
+from streamfuse.quality.targets import hot_targets, target_contrasts
 
-#: Montage tiles are scaled to this height (px), keeping their aspect ratio.
-TILE_HEIGHT = 200
-_GAP = 4
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_BACKGROUND = (40, 40, 40)
-#: Bar colours (BGR), one per method in order: the "tab10" colours.
-_COLOURS = [(180, 119, 31), (14, 127, 255), (44, 160, 44), (40, 39, 214), (189, 103, 148),
-            (75, 86, 140), (194, 119, 227), (127, 127, 127), (34, 189, 188), (207, 190, 23)]
+FIGURES_EXTRA = "pip install -e '.[figures]' (or pip install 'streamfuse[figures]')"
+FORMATS = ("png", "pdf", "svg")
+#: Montage images are scaled to this width (px) before drawing: vector files stay small.
+TILE_WIDTH = 320
+#: The crop is a square this many times the target's larger side, at least CROP_MIN of the image's shorter side.
+CROP_SCALE, CROP_MIN = 3.0, 0.2
+PNG_DPI = 150
+_BOX = "#00e5ff"
 
 
-def montage(pairs: Sequence, methods: dict[str, Callable], load: Callable) -> np.ndarray:
-    """A BGR image, a row per pair: IR | visible | each method's fused image.
+def require_matplotlib():
+    """matplotlib's `Figure` class; UsageError (one line naming the extra) without matplotlib."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UsageError(f"figures: need matplotlib, from the figures extra: {FIGURES_EXTRA}") from None
+    return Figure
+
+
+def crop_box(ir_grey: np.ndarray) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1), end exclusive: a square around the IR's most distinct warm target
+    (`quality.targets.hot_targets`, the largest contrast to its ring), or around its hottest
+    region (the maximum of the blurred IR) where it has none; inside the image."""
+    h, w = ir_grey.shape
+    targets = hot_targets(ir_grey)
+    if targets:
+        window, mask, _ = targets[int(np.argmax(target_contrasts(ir_grey, targets)))]
+        ys, xs = np.nonzero(mask)
+        y0, x0 = window[0].start + ys.min(), window[1].start + xs.min()
+        y1, x1 = window[0].start + ys.max() + 1, window[1].start + xs.max() + 1
+        cy, cx, extent = (y0 + y1) / 2, (x0 + x1) / 2, max(y1 - y0, x1 - x0)
+    else:
+        blurred = cv2.GaussianBlur(ir_grey.astype(np.float32), (0, 0), max(1.0, min(h, w) / 40))
+        cy, cx = np.unravel_index(int(np.argmax(blurred)), blurred.shape)
+        extent = 0
+    side = min(h, w, max(round(CROP_SCALE * extent), round(CROP_MIN * min(h, w)), 8))
+    x0 = int(np.clip(round(cx - side / 2), 0, w - side))
+    y0 = int(np.clip(round(cy - side / 2), 0, h - side))
+    return x0, y0, x0 + side, y0 + side
+
+
+def _rgb(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB if image.ndim == 2 else cv2.COLOR_BGR2RGB)
+
+
+def montage_figure(pairs: Sequence, methods: dict[str, Callable], load: Callable, progress=None):
+    """The montage as a matplotlib Figure: per pair a row of full images with the crop box and
+    a row of the crops enlarged.
 
     Args:
         pairs: `evaluate.Pair`s; load(pair) gives the `evaluate.Loaded` the methods take.
         methods: {label: method(pair, loaded) -> fused image}.
+        progress: called after each pair (a progress bar's update), or None.
     """
-    rows = []
-    for pair in pairs:
+    figure = require_matplotlib()
+    columns = 2 + len(methods)
+    first = load(pairs[0]).ir_grey.shape
+    aspect = first[0] / first[1]
+    fig = figure(figsize=(1.9 * columns, 1.9 * len(pairs) * (aspect + 1) + 0.3))
+    axes = fig.subplots(2 * len(pairs), columns, squeeze=False,
+                        gridspec_kw={"height_ratios": [aspect, 1] * len(pairs)})
+    for row, pair in enumerate(pairs):
         loaded = load(pair)
-        images = {f"{pair.group}/{pair.name} IR": loaded.ir_grey, "visible": loaded.vis}
+        box = crop_box(loaded.ir_grey)
+        images = {"IR": loaded.ir_grey, "visible": loaded.vis}
         images.update({label: method(pair, loaded) for label, method in methods.items()})
-        tiles = [_tile(image, label) for label, image in images.items()]
-        rows.append(_join(tiles, axis=1))
-    return _join(rows, axis=0)
+        for col, (label, image) in enumerate(images.items()):
+            _show_full(axes[2 * row, col], image, box, label if row == 0 else None)
+            _show_crop(axes[2 * row + 1, col], image, box)
+        axes[2 * row, 0].set_ylabel(f"{pair.group}/{pair.name}", fontsize=7)
+        if progress:
+            progress()
+    fig.tight_layout(pad=0.3, h_pad=0.2, w_pad=0.2)
+    return fig
 
 
-def _tile(image: np.ndarray, label: str) -> np.ndarray:
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    width = max(1, round(image.shape[1] * TILE_HEIGHT / image.shape[0]))
-    tile = cv2.resize(image, (width, TILE_HEIGHT), interpolation=cv2.INTER_AREA)
-    (w, h), _ = cv2.getTextSize(label, _FONT, 0.45, 1)
-    cv2.rectangle(tile, (0, 0), (w + 8, h + 10), (0, 0, 0), -1)
-    cv2.putText(tile, label, (4, h + 4), _FONT, 0.45, (255, 255, 255), 1, cv2.LINE_AA)
-    return tile
+def _show_full(ax, image: np.ndarray, box: tuple[int, int, int, int], title: str | None) -> None:
+    from matplotlib.patches import Rectangle
+
+    scale = min(1.0, TILE_WIDTH / image.shape[1])
+    small = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image
+    ax.imshow(_rgb(small), extent=(0, image.shape[1], image.shape[0], 0), interpolation="antialiased")
+    x0, y0, x1, y1 = box
+    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, edgecolor=_BOX, linewidth=1.0))
+    _bare(ax)
+    if title:
+        ax.set_title(title, fontsize=8)
 
 
-def _join(images: list[np.ndarray], axis: int) -> np.ndarray:
-    """Images side by side (axis=1) or stacked (axis=0), padded and separated by _GAP."""
-    across = 1 - axis
-    size = max(image.shape[across] for image in images)
-    parts = []
-    for image in images:
-        pad = [(0, 0), (0, 0), (0, 0)]
-        pad[across] = (0, size - image.shape[across])
-        parts.append(np.pad(image, pad, constant_values=_BACKGROUND[0]))
-        gap_shape = [0, 0, 3]
-        gap_shape[axis], gap_shape[across] = _GAP, size
-        parts.append(np.full(gap_shape, _BACKGROUND[0], np.uint8))
-    return np.concatenate(parts[:-1], axis=axis)
+def _show_crop(ax, image: np.ndarray, box: tuple[int, int, int, int]) -> None:
+    x0, y0, x1, y1 = box
+    ax.imshow(_rgb(np.ascontiguousarray(image[y0:y1, x0:x1])), interpolation="nearest")
+    for spine in ax.spines.values():
+        spine.set_edgecolor(_BOX)
+    _bare(ax, keep_frame=True)
 
 
-def bar_charts(summary: dict, groups: Sequence[str], folder: Path) -> None:
-    """One PNG per measure in `folder`: bars per method, grouped by set (and pooled)."""
-    for measure in MEASURES:
-        cv2.imwrite(str(folder / f"{measure}.png"), bar_chart(summary, groups, measure))
+def _bare(ax, keep_frame: bool = False) -> None:
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if not keep_frame:
+        for spine in ax.spines.values():
+            spine.set_visible(False)
 
 
-def bar_chart(summary: dict, groups: Sequence[str], measure: str, size: tuple[int, int] = (960, 440)) -> np.ndarray:
-    """A bar chart (BGR image) of one measure: x = groups, a bar per method; n/a bars left out."""
-    width, height = size
-    left, right, top, bottom = 64, 16, 70, 36
-    image = np.full((height, width, 3), 255, np.uint8)
-    methods = list(summary)
-    values = [[summary[m].get(g, {}).get(measure, math.nan) for m in methods] for g in groups]
-    finite = [v for row in values for v in row if not math.isnan(v)] or [0.0]
-    low, high, step = _axis_range(min(0.0, *finite), max(0.0, *finite))
-
-    def y_of(v: float) -> int:
-        return round(top + (high - v) / (high - low) * (height - top - bottom))
-
-    cv2.putText(image, f"{measure} (higher is better)", (left, 24), _FONT, 0.65, (0, 0, 0), 1, cv2.LINE_AA)
-    for tick in np.arange(low, high + step / 2, step):
-        y = y_of(tick)
-        cv2.line(image, (left, y), (width - right, y), (225, 225, 225), 1)
-        cv2.putText(image, f"{tick:.3g}", (4, y + 4), _FONT, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
-    x = left + 8
+def bar_figure(scores: Sequence, groups: Sequence[str], measure: str):
+    """A Figure of one measure: x = groups, a bar per method (the mean over the pairs) with an
+    error bar of one standard deviation over the pairs; n/a bars left out."""
+    figure = require_matplotlib()
+    means, stds = summarize(scores), spread(scores)
+    methods = list(means)
+    fig = figure(figsize=(max(4.0, 1.1 * len(groups) * max(1, len(methods)) / 3 + 2), 3.2))
+    ax = fig.subplots()
+    width = 0.8 / len(methods)
+    x = np.arange(len(groups))
     for i, method in enumerate(methods):
-        colour = _COLOURS[i % len(_COLOURS)]
-        cv2.rectangle(image, (x, 40), (x + 12, 52), colour, -1)
-        cv2.putText(image, method, (x + 16, 51), _FONT, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-        x += 16 + cv2.getTextSize(method, _FONT, 0.42, 1)[0][0] + 14
-    slot = (width - left - right) / len(groups)
-    bar = max(2, int(slot * 0.8 / len(methods)))
-    zero = y_of(0.0)
-    for g, (group, row) in enumerate(zip(groups, values)):
-        x0 = round(left + g * slot + (slot - bar * len(methods)) / 2)
-        for i, v in enumerate(row):
-            if math.isnan(v):
-                continue
-            cv2.rectangle(image, (x0 + i * bar, min(zero, y_of(v))), (x0 + (i + 1) * bar - 1, max(zero, y_of(v))),
-                          _COLOURS[i % len(_COLOURS)], -1)
-            label = f"{v:.3g}"
-            (w, _), _ = cv2.getTextSize(label, _FONT, 0.35, 1)
-            if w <= bar:  # values only where they fit above their bar
-                cv2.putText(image, label, (x0 + i * bar + (bar - w) // 2, min(zero, y_of(v)) - 4), _FONT, 0.35,
-                            (60, 60, 60), 1, cv2.LINE_AA)
-        (w, _), _ = cv2.getTextSize(group, _FONT, 0.45, 1)
-        cv2.putText(image, group, (round(left + g * slot + (slot - w) / 2), height - 12), _FONT, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    cv2.line(image, (left, zero), (width - right, zero), (0, 0, 0), 1)
-    return image
+        values = np.array([means[method].get(g, {}).get(measure, math.nan) for g in groups])
+        errors = np.array([stds[method].get(g, {}).get(measure, math.nan) for g in groups])
+        shown = ~np.isnan(values)
+        if shown.any():
+            ax.bar(x[shown] + (i - (len(methods) - 1) / 2) * width, values[shown], width, label=method,
+                   yerr=np.nan_to_num(errors[shown]), capsize=2, error_kw={"elinewidth": 0.8})
+    ax.set_xticks(x, groups)
+    ax.set_ylabel(measure)
+    ax.set_title(f"{measure} (higher is better; bars: mean, lines: ±1 std over the pairs)", fontsize=9)
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.legend(fontsize=7, ncol=min(len(methods), 4), frameon=False, loc="upper center",
+              bbox_to_anchor=(0.5, -0.12))
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    return fig
 
 
-def _axis_range(low: float, high: float) -> tuple[float, float, float]:
-    """(low, high, step): covers [low, high] plus 10% headroom in at most ~6 readable steps."""
-    span = ((high - low) or 1.0) * 1.1
-    step = 10 ** math.floor(math.log10(span / 6))
-    step *= next(m for m in (1, 2, 2.5, 5, 10) if span / (step * m) <= 6)
-    return math.floor(low / step) * step, math.ceil(high * 1.1 / step) * step, step
+def save(fig, stem: Path, formats: Iterable[str]) -> list[Path]:
+    """Write `fig` as stem.<format> for each format (PNG at PNG_DPI); the paths written."""
+    paths = []
+    for fmt in formats:
+        path = stem.with_suffix(f".{fmt}")
+        fig.savefig(path, dpi=PNG_DPI if fmt == "png" else "figure", bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def bar_charts(scores: Sequence, groups: Sequence[str], folder: Path, formats: Iterable[str]) -> list[Path]:
+    """A bar chart per measure in `folder` (folder/EN.png, ...), in each format."""
+    return [p for m in MEASURES for p in save(bar_figure(scores, groups, m), folder / m, tuple(formats))]
