@@ -68,7 +68,7 @@ class RadiometryConfig:
                 raise ValueError("radiometry: linear needs linear_gain (kelvin per count) and linear_offset_c "
                                  "(Celsius at count 0) from a calibration")
             check_range("linear_gain", self.linear_gain, 1e-6, 100.0)
-            check_range("linear_offset_c", self.linear_offset_c, -ZERO_C_K, 10_000.0)
+            check_range("linear_offset_c", self.linear_offset_c, -10_000.0, 10_000.0)  # a fitted line may start below 0 K
         check_range("emissivity", self.emissivity, 0.1, 1.0)
         check_range("reflected_c", self.reflected_c, -100.0, 1000.0)
         if self.isotherm_c is not None:
