@@ -175,8 +175,9 @@ def measure(counts: np.ndarray, cfg: RadiometryConfig, spot_xy: tuple[float, flo
     """
     h, w = counts.shape
     valid = cv2.erode((counts > 0).view(np.uint8), _RIM, borderType=cv2.BORDER_CONSTANT, borderValue=0)
-    sx = int(round(min(max(spot_xy[0], 0.0), 1.0) * (w - 1)))
-    sy = int(round(min(max(spot_xy[1], 0.0), 1.0) * (h - 1)))
+    # Fractions of the width and height, pixel x covering [x, x + 1) / w (a click anywhere on it).
+    sx = min(max(int(spot_xy[0] * w), 0), w - 1)
+    sy = min(max(int(spot_xy[1] * h), 0), h - 1)
     r = SPOT_PX // 2
     box, box_valid = counts[max(sy - r, 0):sy + r + 1, max(sx - r, 0):sx + r + 1], \
         valid[max(sy - r, 0):sy + r + 1, max(sx - r, 0):sx + r + 1]

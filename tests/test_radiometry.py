@@ -109,7 +109,7 @@ def test_min_max_and_spot_on_the_registered_counts(scene):
     inner = cv2.erode(bodies.view(np.uint8), np.ones((5, 5), np.uint8)) > 0
     ys, xs = np.nonzero(inner)
     w, h = sc.vis_size
-    on_body = (xs[0] / (w - 1), ys[0] / (h - 1))
+    on_body = ((xs[0] + 0.5) / w, (ys[0] + 0.5) / h)
     t = measure(counts, TLINEAR, on_body)
     assert t.min_c == pytest.approx(BACKGROUND_C, abs=0.01) and t.max_c == pytest.approx(BODY_C, abs=0.01)
     assert t.spot_c == pytest.approx(BODY_C, abs=0.01)

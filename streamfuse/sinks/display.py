@@ -210,7 +210,8 @@ class DisplaySink(Sink):
         """Move the spot meter to the clicked point (radiometric rigs)."""
         if self._radiometry is None or self._controls is None:
             return
-        spot = frame_from_picture(self._controls.settings.view, event.x / self._size[0], event.y / self._size[1])
+        spot = frame_from_picture(self._controls.settings.view, (event.x + 0.5) / self._size[0],
+                                  (event.y + 0.5) / self._size[1])
         self._controls.update(spot=spot)
 
     def _snapshot(self) -> None:
