@@ -62,13 +62,15 @@ class RadiometryConfig:
 
     def __post_init__(self):
         if self.tlinear_resolution not in (0.01, 0.1):
-            raise ValueError(f"tlinear_resolution: expected 0.01 or 0.1 (kelvin per count), got {self.tlinear_resolution}")
+            raise ValueError(f"tlinear_resolution: expected 0.01 or 0.1 (kelvin per count), "
+                             f"got {self.tlinear_resolution}")
         if self.radiometry == "linear":
             if self.linear_gain is None or self.linear_offset_c is None:
                 raise ValueError("radiometry: linear needs linear_gain (kelvin per count) and linear_offset_c "
                                  "(Celsius at count 0) from a calibration")
             check_range("linear_gain", self.linear_gain, 1e-6, 100.0)
-            check_range("linear_offset_c", self.linear_offset_c, -10_000.0, 10_000.0)  # a fitted line may start below 0 K
+            # A line fitted over the working range may well start below 0 K at count 0.
+            check_range("linear_offset_c", self.linear_offset_c, -10_000.0, 10_000.0)
         check_range("emissivity", self.emissivity, 0.1, 1.0)
         check_range("reflected_c", self.reflected_c, -100.0, 1000.0)
         if self.isotherm_c is not None:

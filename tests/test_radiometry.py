@@ -5,9 +5,11 @@ raw snapshot (16-bit PNG to the exact counts, Celsius CSV). The window's side is
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import io
 import json
 import math
+import re
 import time
 import zipfile
 
@@ -175,6 +177,15 @@ def test_metrics_and_the_raw_snapshot_of_a_run(scene):
         values = _samples(port)
         status, body, headers = get(f"{base}/snapshot.zip")
         stats = json.loads(get(f"{base}/stats.json")[1])
+        # The page's click: a point of the picture as shown, kept as a point of the frame.
+        csrf = re.search(rb'name="csrf" content="([^"]+)"', get(f"{base}/")[1]).group(1).decode()
+        for change, spot in (({"spot": [0.75, 0.25]}, (0.75, 0.25)),
+                             ({"view": "side-by-side", "spot": [0.7, 0.5]}, (0.4, 0.5))):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("POST", "/control", body=json.dumps(change),
+                         headers={"Content-Type": "application/json", "X-Streamfuse-CSRF": csrf})
+            assert conn.getresponse().status == 200
+            assert controls.settings.spot == pytest.approx(spot)
     assert values["min"] == pytest.approx(BACKGROUND_C, abs=0.1)
     assert values["max"] == pytest.approx(BODY_C, abs=0.1)
     assert values["spot"] == pytest.approx(BACKGROUND_C, abs=0.1)
