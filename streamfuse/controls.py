@@ -1,5 +1,5 @@
 """Live controls: what a viewer changes while the rig runs (fusion mode, view, palette,
-strength, parallax distance), and the main loop's side that applies it.
+strength, parallax distance, the spot meter), and the main loop's side that applies it.
 
 Threads. Viewers (the display window's thread, the browser monitor's request threads) call
 `Controls.update`; the main loop reads `Controls.settings` once per frame. `Settings` is
@@ -36,6 +36,8 @@ class Settings:
     view: str = "fused"
     #: Registration's working distance in metres; None when registration has no parallax model.
     distance_m: float | None = None
+    #: The spot meter (radiometric rigs): (x, y) as fractions 0..1 of the visible frame.
+    spot: tuple[float, float] = (0.5, 0.5)
 
 
 class Controls:
@@ -59,12 +61,14 @@ class Controls:
         return self.settings.distance_m is not None
 
     def update(self, **changes: Any) -> Settings:
-        """Apply `changes` (mode, palette, strength, view, distance_m) all or nothing;
+        """Apply `changes` (mode, palette, strength, view, distance_m, spot) all or nothing;
         ValueError("key: message") naming the first bad one."""
         with self._lock:
             current = self.settings
             for key, value in changes.items():
                 _check(key, value, current, self.modes)
+            if "spot" in changes:
+                changes = {**changes, "spot": (float(changes["spot"][0]), float(changes["spot"][1]))}
             self.settings = dataclasses.replace(current, **changes)
             return self.settings
 
@@ -121,8 +125,12 @@ def _check(key: str, value: Any, current: Settings, modes: tuple[str, ...]) -> N
         low, high = DISTANCE_RANGE_M
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
             raise ValueError(f"distance_m: expected metres from {low} to {high:g}, got {value!r}")
+    elif key == "spot":
+        if not (isinstance(value, (list, tuple)) and len(value) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0.0 <= v <= 1.0 for v in value)):
+            raise ValueError(f"spot: expected [x, y], fractions from 0 to 1 of the picture, got {value!r}")
     else:
-        raise ValueError(f"{key}: not a live setting; expected mode, palette, strength, view or distance_m")
+        raise ValueError(f"{key}: not a live setting; expected mode, palette, strength, view, distance_m or spot")
 
 
 class LiveFusion:

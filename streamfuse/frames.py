@@ -38,6 +38,8 @@ class Frame:
             from here, because t_ns of a file replayed as fast as possible is not wall time.
         pair: on a fused frame, the pair it was made from (the raw IR frame before display
             mapping, and the visible frame), for sinks that keep the inputs; None otherwise.
+        temperatures: on a fused frame of a radiometric rig, its
+            `radiometry.SceneTemperatures` (min, max, spot, in this frame's pixels); None otherwise.
     """
 
     image: np.ndarray
@@ -47,6 +49,7 @@ class Frame:
     pixel_format: str
     recv_ns: int
     pair: FramePair | None = None
+    temperatures: object | None = None
 
     @property
     def size(self) -> tuple[int, int]:

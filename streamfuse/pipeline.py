@@ -36,6 +36,7 @@ from streamfuse.fuse import Fuser, make_fuser
 from streamfuse.fuse.views import no_signal, render_view, single_camera
 from streamfuse.priors.worker import PriorStage
 from streamfuse.queues import EndOfStream
+from streamfuse.radiometry import RadiometryConfig, SceneTemperatures, measure
 from streamfuse.register.calibration import Calibration
 from streamfuse.register.registrar import Registrar
 from streamfuse.report import RunReport
@@ -48,7 +49,7 @@ from streamfuse.sinks import (
 )
 from streamfuse.stats import StageTimer
 from streamfuse.sync import Merger, Pairer, PairingWatch, min_frame_gap_ns
-from streamfuse.thermal import Agc, make_agc
+from streamfuse.thermal import Agc, display_counts, make_agc
 
 log = logging.getLogger("streamfuse")
 
@@ -68,16 +69,19 @@ class Stages:
         agc: the rig's thermal AGC (raw counts -> 8-bit display levels), or None: raw
             frames go on to the fuser, which maps them itself.
         priors: the semantic priors' stage, or None without priors.
-        timers: "register", "fuse" (and "agc") stage timers, filled per pair.
+        radiometry: the rig's count -> temperature mapping, or None without one.
+        timers: "register", "fuse" (and "agc", "temperatures") stage timers, filled per pair.
     """
 
     registrar: Registrar
     agc: Agc | None = None
     priors: PriorStage | None = None
+    radiometry: RadiometryConfig | None = None
     timers: dict[str, StageTimer] = field(default_factory=dict)
 
     def __post_init__(self):
-        names = ("register", "fuse") + (("agc",) if self.agc is not None else ())
+        names = ("register", "fuse") + (("agc",) if self.agc is not None else ()) + \
+            (("temperatures",) if self.radiometry is not None else ())
         for name in names:
             self.timers.setdefault(name, StageTimer(name))
 
@@ -89,11 +93,14 @@ class Stages:
             return self.agc(ir.image, ir.t_ns)
 
 
-def process_pair(pair: FramePair, stages: Stages, fuser: Fuser | None, view: str, seq: int) -> Frame:
+def process_pair(pair: FramePair, stages: Stages, fuser: Fuser | None, view: str, seq: int,
+                 spot: tuple[float, float] = (0.5, 0.5)) -> Frame:
     """One pair through AGC, registration, the current prior and fusion (or the live `view`);
-    the fused frame (`seq`) keeps the visible frame's capture time and carries the pair.
-    `fuser=None` passes the visible frame on (the I/O floor of benchmarks)."""
+    the fused frame (`seq`) keeps the visible frame's capture time and carries the pair (and,
+    with radiometry, the temperatures, the spot meter at `spot`). `fuser=None` passes the
+    visible frame on (the I/O floor of benchmarks)."""
     vis = pair.vis
+    temperatures = None
     if fuser is None:
         image = vis.image
     else:
@@ -107,7 +114,18 @@ def process_pair(pair: FramePair, stages: Stages, fuser: Fuser | None, view: str
         prior = stages.priors.step(ir, vis, seq) if stages.priors is not None else None
         with stages.timers["fuse"].time():
             image = render_view(view, fuser, ir, vis.image, prior)
-    return Frame(image, vis.t_ns, seq, "fused", "bgr24", min(pair.ir.recv_ns, vis.recv_ns), pair)
+        if stages.radiometry is not None:
+            temperatures = scene_temperatures(pair, ir, stages, spot)
+    return Frame(image, vis.t_ns, seq, "fused", "bgr24", min(pair.ir.recv_ns, vis.recv_ns), pair, temperatures)
+
+
+def scene_temperatures(pair: FramePair, ir: np.ndarray, stages: Stages, spot: tuple[float, float]) -> SceneTemperatures:
+    """The temperatures of the registered raw counts, so that every position is a pixel of the
+    fused picture: `ir` itself without an AGC (the fusers got the raw counts), else the raw
+    frame warped once more (0.3 ms)."""
+    with stages.timers["temperatures"].time():
+        counts = ir if stages.agc is None else stages.registrar.warp(pair.ir.image)
+        return measure(counts, stages.radiometry, spot, display_counts(counts, stages.agc))
 
 
 def alone_picture(frame: Frame, lost: str, stages: Stages, on_loss: str, palette: str,
@@ -163,8 +181,9 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
             controls = Controls(rig.fusion, getattr(registrar, "distance_m", None))
         live = LiveFusion(controls, rig.fusion, registrar) if controls is not None and fuse else None
         report.paced = ir.realtime or vis.realtime
-        runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop, _radiometric(rig)),
-                              report.paced)
+        radiometry = rig.thermal.radiometry_config
+        runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop, radiometry.on,
+                                              radiometry if radiometry.on else None), report.paced)
     except BaseException:  # a sink that cannot open (a window without a screen, a bad path)
         ir.close()
         vis.close()
@@ -174,7 +193,8 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
     realtime = ir.realtime or vis.realtime
     wait_ns = _live_wait_ns(rig) if realtime else None
     captures = [CaptureThread(s, wakeup, live_slot_depth(float(s.fps), wait_ns or 0)) for s in (ir, vis)]
-    stages = Stages(registrar, make_agc(rig.thermal), priors)
+    radiometry = rig.thermal.radiometry_config
+    stages = Stages(registrar, make_agc(rig.thermal), priors, radiometry if radiometry.on else None)
     report.stages = dict(stages.timers)
     if priors is not None:
         report.stages.update(priors.timers)
@@ -211,13 +231,14 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
         def emit(pairs: list[FramePair]) -> bool:
             """Fuse and hand out `pairs`; False once the frame limit is reached."""
             nonlocal fuser
-            view = "fused"
+            view, spot = "fused", (0.5, 0.5)
             for pair in pairs:
                 if not room():
                     return False
                 if live is not None:
                     fuser, view = live.current()
-                hand_out(process_pair(pair, stages, fuser, view, report.frames))
+                    spot = live.controls.settings.spot
+                hand_out(process_pair(pair, stages, fuser, view, report.frames, spot))
                 if liveness is not None:
                     liveness.paired(now_ns())
             return room()
@@ -333,8 +354,3 @@ def _shutdown(captures: list[CaptureThread], runners: list[SinkRunner]) -> BaseE
     if stuck:
         return RuntimeFailure(f"capture thread(s) {', '.join(stuck)} did not stop")
     return None
-
-
-def _radiometric(rig) -> bool:
-    """Whether the rig maps IR counts to temperatures (`thermal.radiometry`, none by default)."""
-    return getattr(rig.thermal, "radiometry", "none") not in (None, "none")

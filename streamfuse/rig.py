@@ -11,7 +11,8 @@ rig file's folder. Top-level keys:
     registration: {backend, distance, refine, ...}   # optional: GPU warp, parallax distance
     sync: {tolerance_ms}
     live: {max_age_ms, down_after_ms, on_loss}   # optional: stale frames, lost cameras
-    thermal: {agc, plateau, max_gain, tail_reject, roi, smoothing_s, range}   # optional: IR display AGC
+    thermal: {agc, plateau, max_gain, tail_reject, roi, smoothing_s, range,   # optional: IR display AGC
+              radiometry, tlinear_resolution, linear_gain, linear_offset_c, emissivity, reflected_c, isotherm_c}
     fusion: {mode, palette, strength, detail_radius, levels}
     sinks: [{type: mp4, path, ...}, {type: "null"}]
     priors: {clip, dino, prompts, every_frames, ...}   # optional: CLIP/DINO semantic priors
@@ -144,6 +145,10 @@ def _parse(path: Path, data: object) -> RigConfig:
         except RigError as exc:
             raise ConfigError("calibration", str(exc)) from None
         _check_sizes(ir, vis, cal, cal_path)
+    thermal = build(ThermalConfig, _section(data, "thermal", {}), "thermal")
+    if thermal.radiometry == "tlinear" and ir.pixel_format == "gray8":
+        raise ConfigError("thermal.radiometry", "tlinear reads raw 16-bit counts, but sources.ir delivers gray8 "
+                                                "(an AGC picture); set its pixel_format to gray16 (or auto)")
     sinks = _section(data, "sinks", [])
     if not isinstance(sinks, list):
         raise ConfigError("sinks", "expected a list of sinks, e.g. [{type: mp4, path: out.mp4}]")
@@ -158,7 +163,7 @@ def _parse(path: Path, data: object) -> RigConfig:
         if "priors" in data else None,
         registration=_registration(data, cal),
         live=build(LiveConfig, _section(data, "live", {}), "live"),
-        thermal=build(ThermalConfig, _section(data, "thermal", {}), "thermal"),
+        thermal=thermal,
     )
 
 

@@ -39,6 +39,7 @@ import cv2
 import numpy as np
 
 from streamfuse.config import check_range
+from streamfuse.radiometry import RadiometryConfig
 
 #: Sample every n-th row and column for the percentiles: 1/16 of a 640x480 frame is 19,200
 #: pixels, enough for 1st/99th percentiles stable to a few counts, and costs ~0.15 ms.
@@ -73,6 +74,11 @@ def ir_to_u8(ir: np.ndarray, *, low_pct: float = 1.0, high_pct: float = 99.0) ->
     # so convertScaleAbs's absolute value never sees a negative; together ~0.1 ms.
     shifted = cv2.subtract(ir, low)
     return cv2.convertScaleAbs(shifted, alpha=255.0 / max(high - low, 1))
+
+
+def robust_range(ir: np.ndarray, low_pct: float = 1.0, high_pct: float = 99.0) -> tuple[int, int]:
+    """The counts `ir_to_u8` maps to 0 and 255 for this frame (uint16; (0, 0) when all zero)."""
+    return _robust_range(ir, low_pct, high_pct)
 
 
 def _robust_range(ir: np.ndarray, low_pct: float, high_pct: float) -> tuple[int, int]:
@@ -121,6 +127,15 @@ class ThermalConfig:
     smoothing_s: float = 1.0
     #: manual: [low, high] counts shown as black and white.
     range: tuple[int, int] | None = None
+    #: Temperatures (streamfuse.radiometry, README "Temperatures"): none (the default: counts
+    #: only), tlinear (kelvin x 100 counts, or x 10 with tlinear_resolution 0.1), linear.
+    radiometry: Literal["none", "tlinear", "linear"] = "none"
+    tlinear_resolution: float = 0.01
+    linear_gain: float | None = None
+    linear_offset_c: float | None = None
+    emissivity: float = 1.0
+    reflected_c: float = 20.0
+    isotherm_c: float | None = None
 
     def __post_init__(self):
         check_range("plateau", self.plateau, 0.0001, 1.0)
@@ -132,11 +147,20 @@ class ThermalConfig:
             if not (0 <= left < right <= 1 and 0 <= top < bottom <= 1):
                 raise ValueError(f"roi: expected [left, top, right, bottom] fractions with left < right and "
                                  f"top < bottom, all from 0 to 1, got {list(self.roi)}")
+        radiometry = self.radiometry_config  # building it checks those keys (ValueError naming one)
+        if self.isotherm_c is not None and not radiometry.on:
+            raise ValueError("isotherm_c: needs temperatures; set radiometry: tlinear or linear too")
         if self.agc == "manual":
             if self.range is None:
                 raise ValueError("range: agc manual needs range: [low, high] in raw counts")
             if not 0 <= self.range[0] < self.range[1] <= 65535:
                 raise ValueError(f"range: expected 0 <= low < high <= 65535, got {list(self.range)}")
+
+    @property
+    def radiometry_config(self) -> RadiometryConfig:
+        """The radiometric keys of this section as a `RadiometryConfig`."""
+        return RadiometryConfig(self.radiometry, self.tlinear_resolution, self.linear_gain, self.linear_offset_c,
+                                self.emissivity, self.reflected_c, self.isotherm_c)
 
 
 class Agc:
@@ -184,6 +208,13 @@ class Agc:
         if image.dtype == np.uint8 and self._lut.size != 256 or image.dtype == np.uint16 and self._lut.size != 65536:
             raise ValueError(f"agc: frame dtype {image.dtype} differs from the frames the mapping was made for")
         return np.take(self._lut, image)
+
+    def counts_at(self, levels) -> np.ndarray:
+        """The lowest counts shown at (or above) each of the display `levels` (0..255): the
+        inverse of the mapping, which is non-decreasing."""
+        if self._lut_f is None:
+            raise RuntimeError("Agc.counts_at before any update")
+        return np.searchsorted(self._lut_f, np.asarray(levels, np.float32)).astype(np.float64)
 
     def _target(self, raw: np.ndarray, levels: int) -> np.ndarray:
         """This frame's mapping alone: float32 grey level for each of `levels` counts."""
@@ -235,3 +266,12 @@ def _plateau(sample: np.ndarray, lo: int, hi: int, levels: int, plateau: float, 
 def make_agc(cfg: ThermalConfig) -> Agc | None:
     """The rig's AGC, or None for `agc: frame` (the fusers' stateless per-frame stretch)."""
     return None if cfg.agc == "frame" else Agc(cfg)
+
+
+def display_counts(ir: np.ndarray, agc: Agc | None) -> tuple[float, float, float]:
+    """The counts shown at display levels 0, 127.5 and 255 (the ends and the middle of a colour
+    scale): through the rig's AGC, or `ir_to_u8`'s stretch of `ir` (the frame the fusers get)."""
+    if agc is not None:
+        return tuple(float(c) for c in agc.counts_at((0.5, 127.5, 254.5)))
+    low, high = robust_range(ir) if ir.dtype == np.uint16 else (0, 255)
+    return float(low), (low + high) / 2.0, float(max(high, low + 1))

@@ -95,3 +95,14 @@ def test_every_view_has_the_visible_size():
     assert not np.array_equal(images["pip"], images["fused"])  # the inset is there ...
     assert np.array_equal(images["pip"][80:], images["fused"][80:])  # ... in the top-right corner only
     assert images["side-by-side"][:30].max() == 0  # letterboxed halves
+
+
+def test_the_spot_meter_is_a_point_of_the_frame():
+    controls = Controls(FusionConfig())
+    assert controls.settings.spot == (0.5, 0.5)
+    assert controls.update(spot=[0.25, 1]).spot == (0.25, 1.0)
+    assert json.loads(json.dumps(controls.describe()))["spot"] == [0.25, 1.0]
+    for bad in ([0.5], [0.5, 1.5], [True, 0.5], "centre", [0.1, None]):
+        with pytest.raises(ValueError, match="^spot: expected"):
+            controls.update(spot=bad, strength=0.1)
+    assert controls.settings.spot == (0.25, 1.0) and controls.settings.strength != 0.1  # all or nothing

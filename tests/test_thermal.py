@@ -163,3 +163,17 @@ def test_agc_settings_are_checked_when_the_rig_loads(tmp_path):
             load_rig(rig)
     rig.write_text(text + "\nthermal: {agc: manual, range: [20000, 24000]}\n")
     assert load_rig(rig).thermal.range == (20000, 24000)
+
+
+def test_the_display_mapping_inverts_to_counts_for_a_scale_bar():
+    from streamfuse.thermal import Agc, ThermalConfig, display_counts, ir_to_u8
+
+    ramp = np.tile(np.linspace(28000, 32000, 640).astype(np.uint16), (512, 1))
+    agc = Agc(ThermalConfig(agc="linear", tail_reject=0.0, max_gain=255))
+    levels = agc(ramp, 0)
+    low, mid, high = display_counts(ramp, agc)
+    assert low == pytest.approx(28000, abs=20) and high == pytest.approx(32000, abs=20)
+    assert levels[0, np.searchsorted(ramp[0], mid)] in (127, 128)
+    low, mid, high = display_counts(ramp, None)  # the per-frame stretch: its 1st and 99th percentiles
+    assert ir_to_u8(ramp)[0, np.searchsorted(ramp[0], low) - 1] == 0
+    assert ir_to_u8(ramp)[0, np.searchsorted(ramp[0], high) + 1] == 255

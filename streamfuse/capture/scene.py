@@ -6,8 +6,11 @@ polygons and a saturating noise add, so it costs about a millisecond. No threads
 
 Convention: pixel coordinates are OpenCV's (x right, y down, pixel centres at integers).
 `A_from_B` maps homogeneous B pixels (x, y, 1) to A pixels. Temperatures are apparent kelvin.
-IR values are `100 * T` counts for ir_bits=16 (like Boson RAW16) and the fixed linear map
-`(T - 240 K) * 255 / 100 K` for ir_bits=8.
+IR values are `100 * T` counts for ir_bits=16 (T-linear, like a Boson R or a Lepton 3.5 in
+T-linear mode: `thermal.radiometry: tlinear` reads them back) and the fixed linear map
+`(T - 240 K) * 255 / 100 K` for ir_bits=8. With `background_k` and `body_k` the IR frame is a
+scene of known temperatures (a uniform background, every body at one temperature, no texture),
+and `netd_mk=0` leaves out the sensor noise: every count is then exactly `100 * T`.
 """
 from __future__ import annotations
 
@@ -204,14 +207,20 @@ class SyntheticScene:
     """
 
     def __init__(self, *, seed: int = 0, night: bool = False, vis_size=(640, 480), ir_size=(640, 512),
-                 H_vis_from_ir=DEMO_H_VIS_FROM_IR, ir_bits: int = 16, n_people: int = 4, n_vehicles: int = 2):
+                 H_vis_from_ir=DEMO_H_VIS_FROM_IR, ir_bits: int = 16, n_people: int = 4, n_vehicles: int = 2,
+                 netd_mk: float = 40.0, background_k: float | None = None, body_k: float | None = None):
         self.vis_size, self.ir_size = _check_size("vis_size", vis_size), _check_size("ir_size", ir_size)
         for name, v in (("seed", seed), ("n_people", n_people), ("n_vehicles", n_vehicles)):
             if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or not 0 <= v <= 10**9:
                 raise ValueError(f"{name} must be a non-negative int; got {v!r}")
         if ir_bits not in (8, 16):
             raise ValueError(f"ir_bits must be 8 or 16; got {ir_bits!r}")
+        for name, v, lo, hi in (("netd_mk", netd_mk, 0, 1000), ("background_k", background_k, 200, 400),
+                                ("body_k", body_k, 200, 400)):
+            if v is not None and not (isinstance(v, (int, float)) and lo <= v <= hi):
+                raise ValueError(f"{name} must be a number from {lo} to {hi}; got {v!r}")
         self.seed, self.night, self.ir_bits = int(seed), bool(night), int(ir_bits)
+        self.netd_mk, self.background_k, self.body_k = float(netd_mk), background_k, body_k
         self.H_vis_from_ir = _check_homography(H_vis_from_ir, self.ir_size)
         self.H_ir_from_vis = np.linalg.inv(self.H_vis_from_ir)
         (vw, vh), (iw, ih) = self.vis_size, self.ir_size
@@ -260,10 +269,13 @@ class SyntheticScene:
         zenith_to_horizon = np.linspace(-4.0, 6.0, labels.shape[0], dtype=np.float32)[:, None]
         temps += np.where(labels == _SKY, zenith_to_horizon, 0.0).astype(np.float32)
         temps = cv2.GaussianBlur(temps, (0, 0), 1.2)   # thermal optics are softer than visible ones
+        if self.background_k is not None:
+            temps = np.full(labels.shape, self.background_k, np.float32)
         shift = np.array([[1, 0, lo[0]], [0, 1, lo[1]], [0, 0, 1]], np.float64)
         ir = cv2.warpPerspective(self._to_ir(temps), self.H_ir_from_vis @ shift, (iw, ih),
                                  flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        dtype, sigma = (np.uint16, 4.0) if self.ir_bits == 16 else (np.uint8, 0.7)
+        # 16 bits: 40 mK is 4 counts; the 8-bit map has 0.39 K per level.
+        dtype, sigma = (np.uint16, self.netd_mk / 10) if self.ir_bits == 16 else (np.uint8, 0.7 * self.netd_mk / 40)
         fpn = rng.normal(0, sigma, iw).astype(np.float32)   # column fixed-pattern noise of microbolometers
         # Noise is added as (noise + k) to a background stored minus k: one saturating cv2.add.
         self._ir_k = k = int(np.ceil(4 * sigma))
@@ -345,7 +357,7 @@ class SyntheticScene:
                                         self.H_ir_from_vis)[0]
         ends = np.cumsum([len(p[0]) for p in parts])
         for (_, _, temp, _), pts in zip(parts, np.split(flat, ends[:-1])):
-            value = float(round(self._to_ir(temp))) - self._ir_k
+            value = float(round(self._to_ir(temp if self.body_k is None else self.body_k))) - self._ir_k
             cv2.fillPoly(img, [np.round(pts * 16).astype(np.int32)], value, cv2.LINE_8, _SHIFT)
         (noise,) = self._noise_window(1, seq, (self._ir_noise,))
         return cv2.add(img, noise, dst=img)

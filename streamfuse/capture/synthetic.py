@@ -32,11 +32,21 @@ class SceneConfig:
     night: bool = False
     people: int = 4
     vehicles: int = 2
+    #: The IR camera's noise (noise-equivalent temperature difference, mK); 0: none.
+    netd_mk: float = 40.0
+    #: A scene of known temperatures (Celsius) for radiometry: a uniform IR background and
+    #: every warm body at one temperature; None: the street's own temperatures.
+    background_c: float | None = None
+    body_c: float | None = None
 
     def __post_init__(self):
         check_range("seed", self.seed, 0, 2 ** 31 - 1)
         check_range("people", self.people, 0, 50)
         check_range("vehicles", self.vehicles, 0, 20)
+        check_range("netd_mk", self.netd_mk, 0, 1000)
+        for key in ("background_c", "body_c"):
+            if getattr(self, key) is not None:
+                check_range(key, getattr(self, key), -70, 120)
 
 
 @dataclass(frozen=True)
@@ -77,7 +87,9 @@ def make_scene(scene: SceneConfig, ir: SyntheticConfig, vis: SyntheticConfig) ->
         seed=scene.seed, night=scene.night, vis_size=vis.size, ir_size=ir.size,
         H_vis_from_ir=synthetic_H_vis_from_ir(ir.size, vis.size),
         ir_bits=8 if ir.pixel_format == "gray8" else 16,
-        n_people=scene.people, n_vehicles=scene.vehicles)
+        n_people=scene.people, n_vehicles=scene.vehicles, netd_mk=scene.netd_mk,
+        background_k=None if scene.background_c is None else scene.background_c + 273.15,
+        body_k=None if scene.body_c is None else scene.body_c + 273.15)
 
 
 class SyntheticSource(Source):

@@ -67,12 +67,21 @@ def no_signal(lost: str, size: tuple[int, int]) -> np.ndarray:
     return image
 
 
+def frame_region(view: str, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where the visible frame's pixels sit in the picture of `view`, as (x, y, w, h) of the
+    picture (`size` = (w, h)): the whole picture, or the thermal half of side-by-side."""
+    w, h = size
+    if view != "side-by-side":
+        return 0, 0, w, h
+    half_w, half_h = w // 2, max(1, round(h / 2))
+    return 0, (h - half_h) // 2, half_w, half_h
+
+
 def _side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
     """Both images at half width, centred vertically on black, in a frame of the same size."""
     h, w = left.shape[:2]
-    half_w, half_h = w // 2, max(1, round(h / 2))
+    _, top, half_w, half_h = frame_region("side-by-side", (w, h))
     out = np.zeros_like(left)
-    top = (h - half_h) // 2
     out[top:top + half_h, :half_w] = cv2.resize(left, (half_w, half_h), interpolation=cv2.INTER_AREA)
     out[top:top + half_h, half_w:2 * half_w] = cv2.resize(right, (half_w, half_h), interpolation=cv2.INTER_AREA)
     return out

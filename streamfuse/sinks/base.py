@@ -46,8 +46,10 @@ class StreamInfo:
     controls: Any = None
     report: Any = None
     stop: threading.Event | None = None
-    #: Whether IR counts map to temperatures (rig `thermal.radiometry` other than none).
+    #: Whether IR counts map to temperatures (rig `thermal.radiometry` other than none), and
+    #: how (a `radiometry.RadiometryConfig`; None without radiometry).
     radiometric: bool = False
+    radiometry: Any = None
 
 
 class Sink(abc.ABC):

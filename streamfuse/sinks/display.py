@@ -10,6 +10,10 @@ holding the pipeline.
 Keys (also listed with `h`):
     m mode   v view   p palette   + / - strength   [ / ] parallax nearer / farther
     s snapshot (PNG in the working folder)   space pause   o overlay   h help   q / Esc quit
+
+On a radiometric rig the picture carries the temperature overlay (`overlay.py`: spot meter,
+min/max markers, scale bar, isotherm), a click moves the spot meter, and a snapshot also keeps
+the raw IR frame and its temperatures (`snapshot.py`).
 """
 from __future__ import annotations
 
@@ -17,7 +21,6 @@ import gc
 import logging
 import os
 import time
-from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -27,6 +30,8 @@ from streamfuse.errors import UsageError
 from streamfuse.frames import Frame
 from streamfuse.sinks.base import Sink, StreamInfo
 from streamfuse.sinks.config import DisplaySinkConfig
+from streamfuse.sinks.overlay import draw_temperatures, frame_from_picture
+from streamfuse.sinks.snapshot import snapshot_files, snapshot_name
 
 log = logging.getLogger("streamfuse")
 
@@ -75,6 +80,7 @@ class DisplaySink(Sink):
     def open(self, info: StreamInfo) -> None:
         check_gui()
         self._controls, self._report, self._stop = info.controls, info.report, info.stop
+        self._radiometry = info.radiometry
         w, h = info.size
         self._size = (max(1, round(w * self.cfg.scale)), max(1, round(h * self.cfg.scale)))
 
@@ -83,7 +89,7 @@ class DisplaySink(Sink):
             self._make_window()
         if not self._paused or self._shown is None:
             self._shown = frame
-        self._show(self._compose(self._shown.image))
+        self._show(self._compose(self.picture(self._shown)))
         self._root.update()  # draws, and runs the key handlers
 
     def close(self) -> None:
@@ -113,6 +119,7 @@ class DisplaySink(Sink):
         self._label = tkinter.Label(root, borderwidth=0, background="black")
         self._label.pack()
         root.bind("<Key>", self._on_key)
+        root.bind("<Button-1>", self._on_click)
         root.protocol("WM_DELETE_WINDOW", self._quit)
         self._root = root
 
@@ -125,6 +132,15 @@ class DisplaySink(Sink):
         photo = tkinter.PhotoImage(data=b"P6 %d %d 255 " % (w, h) + rgb.tobytes(), format="PPM")
         self._label.configure(image=photo)
         self._photo = photo  # Tk shows it only while Python holds a reference
+
+    def picture(self, frame: Frame) -> np.ndarray:
+        """The frame's picture as the window shows it before scaling and text: with the
+        temperature overlay on a radiometric rig."""
+        if frame.temperatures is None:
+            return frame.image
+        s = self._controls.settings if self._controls is not None else None
+        return draw_temperatures(frame.image, frame.temperatures, s.palette if s else "ironbow",
+                                 s.view if s else "fused")
 
     def _compose(self, image: np.ndarray) -> np.ndarray:
         if image.shape[1] != self._size[0] or image.shape[0] != self._size[1]:
@@ -190,17 +206,28 @@ class DisplaySink(Sink):
         elif key in ("q", "Escape"):
             self._quit()
 
+    def _on_click(self, event) -> None:
+        """Move the spot meter to the clicked point (radiometric rigs)."""
+        if self._radiometry is None or self._controls is None:
+            return
+        spot = frame_from_picture(self._controls.settings.view, (event.x + 0.5) / self._size[0],
+                                  (event.y + 0.5) / self._size[1])
+        self._controls.update(spot=spot)
+
     def _snapshot(self) -> None:
         if self._shown is None:
             return
-        now = datetime.now()
-        path = Path.cwd() / f"streamfuse-{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}.png"
-        if cv2.imwrite(str(path), self._shown.image):
-            self.snapshots.append(path)
-            self._say(f"snapshot saved: {path.name}")
-            log.info("display: snapshot saved to %s", path)
-        else:
-            self._say(f"snapshot failed: cannot write {path}")
+        stem = Path.cwd() / snapshot_name(self._shown)
+        try:
+            files = snapshot_files(self._shown, self.picture(self._shown), self._radiometry)
+            for suffix, data in files.items():
+                Path(f"{stem}{suffix}").write_bytes(data)
+        except (OSError, ValueError) as exc:
+            self._say(f"snapshot failed: cannot write {stem}.png ({getattr(exc, 'strerror', None) or exc})")
+            return
+        self.snapshots.append(Path(f"{stem}.png"))
+        self._say(f"snapshot saved: {stem.name}.png" + (f" (+ {len(files) - 1} files)" if len(files) > 1 else ""))
+        log.info("display: snapshot saved to %s.*", stem)
 
     def _quit(self) -> None:
         self._say("stopping")

@@ -69,9 +69,10 @@ def _number(value: float) -> str:
     return repr(float(value))
 
 
-def prometheus_text(report, settings=None, viewers: int = 0, monitor_errors: int = 0) -> str:
+def prometheus_text(report, settings=None, viewers: int = 0, monitor_errors: int = 0, temperatures=None) -> str:
     """All metrics of a live or finished RunReport, with the live `settings`, the number of
-    browser viewers and the monitor's failed requests."""
+    browser viewers, the monitor's failed requests and the newest frame's
+    `radiometry.SceneTemperatures` (radiometric rigs)."""
     w = _Writer()
     w.metric("streamfuse_frames_total", "counter", "Fused frames handed to the sinks.", report.frames)
     w.metric("streamfuse_pairs_total", "counter", "IR/visible pairs made.", report.sync.pairs)
@@ -103,7 +104,20 @@ def prometheus_text(report, settings=None, viewers: int = 0, monitor_errors: int
         w.metric("streamfuse_settings_info", "gauge", "The live fusion settings (value always 1).", 1,
                  mode=settings.mode, view=settings.view, palette=settings.palette)
         w.metric("streamfuse_fusion_strength", "gauge", "The live fusion strength (0..1).", settings.strength)
+    if temperatures is not None:
+        _temperatures(w, temperatures)
     return w.text()
+
+
+def _temperatures(w: _Writer, t) -> None:
+    """The scene's temperatures in the newest frame; a statistic without a value (no IR data
+    there) is left out rather than given a made-up number."""
+    values = {"min": t.min_c, "max": t.max_c, "spot": t.spot_c}
+    w.family("streamfuse_scene_temperature_celsius", "gauge",
+             "Scene temperature in the newest frame (radiometric rigs): minimum, maximum, spot meter.")
+    for stat, value in values.items():
+        if value is not None:
+            w.sample("streamfuse_scene_temperature_celsius", value, stat=stat)
 
 
 def _sinks(w: _Writer, sinks) -> None:

@@ -4,6 +4,8 @@
     /frame.jpg      the newest picture; ?after=SEQ waits (up to 2 s) for a newer one
     /stream.mjpg    the live picture as MJPEG (multipart/x-mixed-replace), for players
     /snapshot.png   the newest picture, lossless, as a download
+    /snapshot.zip   the same picture with the raw IR frame it was made from (16-bit PNG), a
+                    JSON sidecar (capture times) and, radiometric, its temperatures (CSV)
     /stats.json     the numbers the page shows; POST /control changes the live settings
     /health         200 while frames flow, 503 when they stopped
     /metrics        Prometheus text: frames, drops, per-stage latency histograms, skew, sinks
@@ -52,6 +54,7 @@ from streamfuse.sinks.base import Sink, StreamInfo
 from streamfuse.sinks.config import MonitorSinkConfig
 from streamfuse.sinks.feed import Feed
 from streamfuse.sinks.monitor_http import CSRF_HEADER, Server, Server6, allowed_hosts
+from streamfuse.sinks.overlay import draw_temperatures
 
 __all__ = ["CSRF_HEADER", "MonitorSink", "is_loopback"]
 
@@ -98,7 +101,7 @@ class MonitorSink(Sink):
             raise UsageError("monitor: the access token must be at least 8 letters, digits or -._~ "
                              "(e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe())')")
         self.controls, self.report = info.controls, info.report
-        self.radiometric = info.radiometric
+        self.radiometric, self.radiometry = info.radiometric, info.radiometry
         page = importlib.resources.files("streamfuse.sinks").joinpath("monitor_page.html").read_bytes()
         try:
             server_class = Server6 if ":" in host else Server
@@ -123,9 +126,17 @@ class MonitorSink(Sink):
         if self.feed.viewers() == 0 or self._last_frame_at - self._last_encode < 1.0 / self.cfg.max_fps:
             return
         self._last_encode = self._last_frame_at
-        ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
+        ok, jpeg = cv2.imencode(".jpg", self.picture(frame), [cv2.IMWRITE_JPEG_QUALITY, self.cfg.jpeg_quality])
         if ok:  # the picture's wall-clock time, for the page's clock badge
             self.feed.publish(jpeg.tobytes(), time.time_ns() - (now_ns() - frame.t_ns))
+
+    def picture(self, frame: Frame):
+        """What the page shows of `frame`: with the temperature overlay on a radiometric rig."""
+        if frame.temperatures is None:
+            return frame.image
+        s = self.controls.settings if self.controls is not None else None
+        return draw_temperatures(frame.image, frame.temperatures, s.palette if s else "ironbow",
+                                 s.view if s else "fused")
 
     def close(self) -> None:
         server, self._server = self._server, None

@@ -10,7 +10,6 @@ import http.server
 import json
 import socket
 import threading
-from datetime import datetime
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -18,6 +17,8 @@ from urllib.parse import parse_qs, urlsplit
 import cv2
 
 from streamfuse.sinks.metrics import prometheus_text, stats_json
+from streamfuse.sinks.overlay import frame_from_picture
+from streamfuse.sinks.snapshot import snapshot_files, snapshot_name, zip_files
 
 COOKIE = "streamfuse_token"
 #: How long /frame.jpg?after= waits for a newer picture before answering 204.
@@ -86,7 +87,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not self._host_allowed() or not self._authorized(query):
             return
         routes = {"/": self._page, "/index.html": self._page, "/frame.jpg": self._frame,
-                  "/stream.mjpg": self._stream, "/snapshot.png": self._snapshot, "/stats.json": self._stats,
+                  "/stream.mjpg": self._stream, "/snapshot.png": self._snapshot,
+                  "/snapshot.zip": self._snapshot_zip, "/stats.json": self._stats,
                   "/health": self._health, "/metrics": self._metrics,
                   "/favicon.ico": self._favicon, "/favicon.svg": self._favicon}
         route = routes.get(parts.path)
@@ -207,14 +209,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass  # the viewer went away
 
     def _snapshot(self, query: dict) -> None:
-        frame = self.server.sink.latest
-        ok, png = cv2.imencode(".png", frame.image) if frame is not None else (False, None)
+        sink = self.server.sink
+        frame = sink.latest
+        ok, png = cv2.imencode(".png", sink.picture(frame)) if frame is not None else (False, None)
         if not ok:
             return self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no picture yet\n", "text/plain")
-        now = datetime.now()
-        name = f"streamfuse-{now:%Y%m%d-%H%M%S}.png"
         self._send(HTTPStatus.OK, png.tobytes(), "image/png",
-                   {"Content-Disposition": f'attachment; filename="{name}"'})
+                   {"Content-Disposition": f'attachment; filename="{snapshot_name(frame)}.png"'})
+
+    def _snapshot_zip(self, query: dict) -> None:
+        """The picture, the raw IR frame, its sidecar and temperatures, all of one frame."""
+        sink = self.server.sink
+        frame = sink.latest
+        if frame is None:
+            return self._send(HTTPStatus.SERVICE_UNAVAILABLE, b"no picture yet\n", "text/plain")
+        name = snapshot_name(frame)
+        body = zip_files(name, snapshot_files(frame, sink.picture(frame), sink.radiometry))
+        self._send(HTTPStatus.OK, body, "application/zip",
+                   {"Content-Disposition": f'attachment; filename="{name}.zip"'})
 
     def _stats(self, query: dict) -> None:
         sink = self.server.sink
@@ -222,6 +234,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         data = stats_json(sink.report, viewers=sink.feed.viewers()) if sink.report is not None else {}
         data["settings"] = controls.describe() if controls is not None else None
         data["radiometric"] = sink.radiometric
+        latest = sink.latest
+        if latest is not None and latest.temperatures is not None:
+            data["temperatures"] = latest.temperatures.as_dict()
         data["recording"] = any(s.get("recording") and not s.get("error") for s in data.get("sinks", ()))
         self._json(HTTPStatus.OK, data)
 
@@ -231,7 +246,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _metrics(self, query: dict) -> None:
         sink = self.server.sink
         settings = sink.controls.settings if sink.controls is not None else None
-        text = prometheus_text(sink.report, settings, sink.feed.viewers(), sink.errors) if sink.report is not None else ""
+        latest = sink.latest
+        temperatures = latest.temperatures if latest is not None else None
+        text = prometheus_text(sink.report, settings, sink.feed.viewers(), sink.errors,
+                               temperatures) if sink.report is not None else ""
         self._send(HTTPStatus.OK, text.encode(), "text/plain; version=0.0.4; charset=utf-8")
 
     def _control(self) -> None:
@@ -248,12 +266,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             changes = json.loads(self.rfile.read(length))
             if not isinstance(changes, dict) or not all(map(_flat, changes.values())):
                 raise ValueError("expected a flat JSON object, e.g. {\"mode\": \"msx\"}")
+            if "spot" in changes:  # a point of the picture as shown -> of the visible frame
+                changes["spot"] = _spot(changes["spot"], changes.get("view", controls.settings.view))
             controls.update(**changes)
         except RecursionError:
             return self._json(HTTPStatus.BAD_REQUEST, {"error": "expected a flat JSON object"})
         except (ValueError, TypeError) as exc:
             return self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)[:200]})
         self._json(HTTPStatus.OK, {"settings": controls.describe()})
+
+
+def _spot(value, view: str):
+    """A clicked point of the picture of `view` (fractions) as a point of the visible frame."""
+    if not (isinstance(value, list) and len(value) == 2 and all(0 <= v <= 1 for v in value)):
+        return value  # Controls.update says what is wrong with it
+    return list(frame_from_picture(view, *value))
 
 
 def _flat(value) -> bool:
