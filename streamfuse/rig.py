@@ -13,7 +13,7 @@ rig file's folder. Top-level keys:
     live: {max_age_ms, down_after_ms, on_loss}   # optional: stale frames, lost cameras
     thermal: {agc, plateau, max_gain, tail_reject, roi, smoothing_s, range,   # optional: IR display AGC
               radiometry, tlinear_resolution, linear_gain, linear_offset_c, emissivity, reflected_c, isotherm_c}
-    fusion: {mode, palette, strength, detail_radius, levels}
+    fusion: {mode, palette, hot_tint, strength, detail_radius, levels}
     sinks: [{type: mp4, path, ...}, {type: "null"}]
     priors: {clip, dino, prompts, every_frames, ...}   # optional: CLIP/DINO semantic priors
 """
@@ -152,12 +152,15 @@ def _parse(path: Path, data: object) -> RigConfig:
     sinks = _section(data, "sinks", [])
     if not isinstance(sinks, list):
         raise ConfigError("sinks", "expected a list of sinks, e.g. [{type: mp4, path: out.mp4}]")
+    fusion = build(FusionConfig, _section(data, "fusion", {}), "fusion").resolved(base)
+    if thermal.isotherm_c is not None:  # an isotherm in degrees replaces the scene-relative tint
+        fusion = dataclasses.replace(fusion, hot_tint=False)
     return RigConfig(
         path=path, name=str(data.get("name") or path.stem), ir=ir, vis=vis,
         calibration_path=cal_path, calibration=cal,
         scene=build(SceneConfig, _section(data, "scene", {}), "scene"),
         sync=build(SyncConfig, _section(data, "sync", {}), "sync"),
-        fusion=build(FusionConfig, _section(data, "fusion", {}), "fusion").resolved(base),
+        fusion=fusion,
         sinks=tuple(_resolve(base, _typed(SINK_TYPES, s, f"sinks[{i}]"), f"sinks[{i}]") for i, s in enumerate(sinks)),
         priors=resolve_paths(build(PriorConfig, _section(data, "priors", {}), "priors"), base)
         if "priors" in data else None,

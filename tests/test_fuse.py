@@ -20,6 +20,7 @@ from streamfuse.fuse import (
     fuser_class,
     make_fuser,
 )
+from streamfuse.fuse.isotherm import hot_regions
 from streamfuse.fuse.palettes import PALETTES, apply_palette
 from streamfuse.thermal import ir_to_u8
 
@@ -162,13 +163,56 @@ def test_pyramid_keeps_visible_chroma():
     vis = cv2.resize(small, (320, 240), interpolation=cv2.INTER_CUBIC)
     ir = cv2.resize(_ir16((12, 16), rng, 20000, 30000), (320, 240), interpolation=cv2.INTER_LINEAR)
     out = make_fuser(FusionConfig(mode="pyramid")).fuse(ir, vis)
-    # Where a channel saturated, YCrCb -> BGR had to clip and the chroma moves; elsewhere not.
-    unclipped = ((out > 0) & (out < 255)).all(axis=2)
-    assert unclipped.mean() > 0.9
+    # Where a channel saturated, YCrCb -> BGR had to clip and the chroma moves; elsewhere not,
+    # except on the hot targets the palette tints.
+    found = hot_regions(ir_to_u8(ir))
+    untinted = np.ones(ir.shape, bool) if found is None else found[0] == 0
+    unclipped = ((out > 0) & (out < 255)).all(axis=2) & untinted
+    assert unclipped.mean() > 0.8
     diff = cv2.cvtColor(out, cv2.COLOR_BGR2YCrCb)[..., 1:].astype(int) - cv2.cvtColor(
         vis, cv2.COLOR_BGR2YCrCb
     )[..., 1:].astype(int)
     assert np.abs(diff[unclipped]).max() <= 2
+
+
+def _warm_body_scene():
+    """A 16-bit night frame with grain and one warm body, a grey visible frame with texture."""
+    rng = np.random.default_rng(4)
+    ir = (24000 + rng.normal(0, 40, (240, 320))).astype(np.uint16)
+    ir[80:180, 140:170] += 2500
+    vis = cv2.cvtColor(rng.integers(40, 120, (240, 320), dtype=np.uint8), cv2.COLOR_GRAY2BGR)
+    body = np.zeros((240, 320), bool)
+    body[80:180, 140:170] = True
+    return ir, vis, body
+
+
+@pytest.mark.parametrize("mode", ["pyramid", "lite"])
+def test_the_palette_colours_the_hot_targets_in_the_modes_that_keep_the_visible_colour(mode):
+    ir, vis, body = _warm_body_scene()
+    outs = {p: make_fuser(FusionConfig(mode=mode, palette=p)).fuse(ir, vis) for p in PALETTES}
+    plain = make_fuser(FusionConfig(mode=mode, hot_tint=False)).fuse(ir, vis)
+    far = ~cv2.dilate(body.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)  # found at half size
+    for palette, out in outs.items():
+        chroma = cv2.cvtColor(out, cv2.COLOR_BGR2YCrCb)[..., 1:].astype(int) - 128
+        assert np.abs(chroma[body]).mean() > 8, palette  # the body is coloured (less near white) ...
+        assert np.abs(chroma[far]).max() <= 2, palette  # ... and nothing else (grey stays grey)
+        # Only the chroma: the luma every measure reads moves little (gamut clipping only).
+        assert np.abs(_luma(out).astype(int) - _luma(plain)).mean() < 1.0, palette
+    assert not np.array_equal(outs["ironbow"], outs["white-hot"])
+    assert not np.array_equal(outs["white-hot"], outs["black-hot"])
+    assert all(np.array_equal(make_fuser(FusionConfig(mode=mode, palette=p, hot_tint=False)).fuse(ir, vis), plain)
+               for p in PALETTES)  # off: the palette is not used
+
+
+def test_grain_alone_is_never_tinted():
+    rng = np.random.default_rng(5)
+    ir = (24000 + rng.normal(0, 200, (240, 320))).astype(np.uint16)
+    assert hot_regions(ir_to_u8(ir)) is None or not hot_regions(ir_to_u8(ir))[0].any()
+
+
+def test_hot_tint_is_a_boolean_rig_key():
+    with pytest.raises(ValueError, match="hot_tint: expected true or false"):
+        FusionConfig(hot_tint="yes")
 
 
 @pytest.mark.parametrize("edge_in", ["ir", "vis"])

@@ -145,7 +145,7 @@ def test_the_untrained_network_gives_each_detail_to_the_camera_that_has_it():
 
 
 def test_shipped_weights_fuse_a_frame_keeping_the_visible_chroma():
-    fuser = make_fuser(FusionConfig(mode="lite"))
+    fuser = make_fuser(FusionConfig(mode="lite", hot_tint=False))  # the tint: test_fuse.py
     ir, vis = _frame()
     assert ir.dtype == np.uint16
     out = fuser.fuse(ir, vis)

@@ -60,7 +60,11 @@ class FusionConfig:
 
     Attributes:
         mode: a key of MODES ("alpha", "msx", "pyramid", "lite", "spg").
-        palette: a key of PALETTES, used by the modes that colour the IR ("alpha", "msx").
+        palette: a key of PALETTES: the colours of the IR in the modes that colour it ("alpha",
+            "msx"); in those that keep the visible colour ("pyramid", "lite"), the colour of
+            the hot targets (`hot_tint`, `fuse.isotherm`).
+        hot_tint: "pyramid" and "lite" tint the IR's hot targets with the palette (chroma
+            only); False: the visible colour everywhere.
         strength: 0..1, how much IR: the IR weight in "alpha" and in the base level of
             "pyramid"; the gain of the visible detail in "msx".
         detail_radius: 1..64 px, the box-blur radius that separates visible detail in "msx".
@@ -72,6 +76,7 @@ class FusionConfig:
 
     mode: str = "lite"
     palette: str = "ironbow"
+    hot_tint: bool = True
     strength: float = 0.5
     detail_radius: int = 4
     levels: int = 4
@@ -84,6 +89,8 @@ class FusionConfig:
             raise ValueError(f"mode: expected one of {sorted(MODES)}, got {self.mode!r}")
         if not isinstance(self.palette, str) or self.palette not in PALETTES:
             raise ValueError(f"palette: expected one of {sorted(PALETTES)}, got {self.palette!r}")
+        if not isinstance(self.hot_tint, bool):
+            raise ValueError(f"hot_tint: expected true or false, got {self.hot_tint!r}")
         for name, (low, high) in _RANGES.items():
             value = getattr(self, name)
             kind = Real if isinstance(low, float) else Integral

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 from streamfuse.fuse.base import Fuser, check_inputs
+from streamfuse.fuse.isotherm import hot_regions, hot_tint
 from streamfuse.fuse.palettes import apply_palette
 from streamfuse.priors.prior import EmphasisTrack, upsample
 from streamfuse.thermal import ir_to_u8
@@ -104,7 +105,8 @@ class PyramidFuser(Fuser):
         check_inputs(ir, vis)
         ir8 = ir_to_u8(ir)
         maps = self._emphasis.maps(prior, ir.shape)
-        return on_luma(vis, lambda luma: self._fuse_luma(ir8, luma, maps))
+        out = on_luma(vis, lambda luma: self._fuse_luma(ir8, luma, maps))
+        return hot_tint(out, self.cfg.palette, hot_regions(ir8)) if self.cfg.hot_tint else out
 
     def _fuse_luma(self, ir8: np.ndarray, luma: np.ndarray, maps=None) -> np.ndarray:
         """Fuse two HxW uint8 images into one HxW uint8 image (`maps`: from `_weights`)."""

@@ -16,6 +16,7 @@ import numpy as np
 from streamfuse.fuse import lite_targets as targets
 from streamfuse.fuse.base import Fuser, check_inputs
 from streamfuse.fuse.classical import on_luma
+from streamfuse.fuse.isotherm import hot_regions, hot_tint
 from streamfuse.fuse.weights import read_state
 from streamfuse.models import lite
 from streamfuse.priors.prior import EmphasisTrack
@@ -72,11 +73,13 @@ class LiteFuser(Fuser):
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
-        a = targets.destripe(ir_to_u8(ir).astype(np.float32) * (1.0 / 255.0))
+        ir8 = ir_to_u8(ir)
+        a = targets.destripe(ir8.astype(np.float32) * (1.0 / 255.0))
         inside = self._view.update(ir)
         if inside is not None:
             a = targets.fill_outside(a, inside)
-        return on_luma(vis, lambda luma: self._fuse_luma(a, luma, prior, inside))
+        out = on_luma(vis, lambda luma: self._fuse_luma(a, luma, prior, inside))
+        return hot_tint(out, self.cfg.palette, hot_regions(ir8)) if self.cfg.hot_tint else out
 
     def probabilities(self, a: np.ndarray, b: np.ndarray, prior=None) -> tuple[np.ndarray, lite.Prepared]:
         """(4 x h x w maps (w_d, w_b, kappa, boost), the Prepared) for lumas a, b (HxW float32, 0..1)."""

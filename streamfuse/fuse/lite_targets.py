@@ -51,11 +51,11 @@ def destripe(a: np.ndarray) -> np.ndarray:
     return a - offsets[None, :].astype(np.float32)
 
 
-def background(x: np.ndarray) -> np.ndarray:
-    """The Gaussian background of BACKGROUND_SIGMA, computed at 1/4 size (HxW float32)."""
+def background(x: np.ndarray, sigma: float = BACKGROUND_SIGMA) -> np.ndarray:
+    """The Gaussian background of `sigma` px, computed at 1/4 size (HxW float32)."""
     h, w = x.shape
     small = cv2.resize(x, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_AREA)
-    small = cv2.GaussianBlur(small, (0, 0), BACKGROUND_SIGMA / 4, borderType=cv2.BORDER_REFLECT_101)
+    small = cv2.GaussianBlur(small, (0, 0), sigma / 4, borderType=cv2.BORDER_REFLECT_101)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 

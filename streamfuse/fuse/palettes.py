@@ -51,6 +51,22 @@ PALETTES: dict[str, np.ndarray] = {
 }
 
 
+def _ramp(start_bgr, end_bgr) -> np.ndarray:
+    t = np.linspace(0.0, 1.0, 256)[:, None]
+    return np.rint((1 - t) * np.array(start_bgr) + t * np.array(end_bgr)).astype(np.uint8)
+
+
+#: Palette -> 256x3 BGR isotherm ramp (0: at the threshold, 255: the scene's maximum): what
+#: the palette paints its hot regions with in the modes that keep the visible colour and in
+#: the temperature overlay (ironbow: its own orange to yellow; white-hot: red to yellow;
+#: black-hot: red to dark red, hotter is darker as in the palette).
+ISOTHERM_RAMPS: dict[str, np.ndarray] = {
+    "white-hot": _read_only(_ramp((0, 0, 220), (0, 255, 255))),
+    "black-hot": _read_only(_ramp((0, 0, 255), (0, 0, 110))),
+    "ironbow": _read_only(np.ascontiguousarray(PALETTES["ironbow"][np.linspace(140, 228, 256).round().astype(int), 0])),
+}
+
+
 def apply_palette(ir8: np.ndarray, name: str) -> np.ndarray:
     """Colour an 8-bit thermal image with a named palette.
 

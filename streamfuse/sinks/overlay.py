@@ -16,7 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from streamfuse.fuse.palettes import get_palette
+from streamfuse.fuse.palettes import ISOTHERM_RAMPS, get_palette
 from streamfuse.fuse.views import frame_region
 from streamfuse.radiometry import SceneTemperatures
 
@@ -30,18 +30,6 @@ ISOTHERM_OPACITY = 0.7
 #: The scale bar: its width and the share of the picture's height it spans, right edge.
 BAR_W, BAR_SHARE = 12, 0.6
 
-
-def _ramp(start_bgr, end_bgr) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, 256)[:, None]
-    return np.rint((1 - t) * np.array(start_bgr) + t * np.array(end_bgr)).astype(np.uint8)
-
-
-#: Palette -> 256x3 BGR isotherm ramp (0: at the threshold, 255: the scene's maximum).
-ISOTHERM_RAMPS = {
-    "white-hot": _ramp((0, 0, 220), (0, 255, 255)),
-    "black-hot": _ramp((0, 0, 255), (0, 0, 110)),
-    "ironbow": get_palette("ironbow")[np.linspace(140, 228, 256).round().astype(int), 0],
-}
 
 #: The same as 256x1x3 tables for cv2.applyColorMap.
 ISOTHERM_LUTS = {name: np.ascontiguousarray(ramp[:, None, :]) for name, ramp in ISOTHERM_RAMPS.items()}
