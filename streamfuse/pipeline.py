@@ -39,9 +39,10 @@ from streamfuse.queues import EndOfStream
 from streamfuse.register.calibration import Calibration
 from streamfuse.register.registrar import Registrar
 from streamfuse.report import RunReport
-from streamfuse.rig import RigConfig
+from streamfuse.rig import RigConfig, recording_metadata
 from streamfuse.sinks import (
     INTERACTIVE_SINKS,
+    Mp4SinkConfig,
     SinkRunner,
     StreamInfo,
     make_sink,
@@ -163,8 +164,9 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
             controls = Controls(rig.fusion, getattr(registrar, "distance_m", None))
         live = LiveFusion(controls, rig.fusion, registrar) if controls is not None and fuse else None
         report.paced = ir.realtime or vis.realtime
-        runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop, _radiometric(rig)),
-                              report.paced)
+        info = StreamInfo(vis.size, vis.fps, controls, report, stop, _radiometric(rig),
+                          recording_metadata(rig, ir, vis) if _keeps_raw(rig) else {})
+        runners = _open_sinks(rig, info, report.paced)
     except BaseException:  # a sink that cannot open (a window without a screen, a bad path)
         ir.close()
         vis.close()
@@ -338,3 +340,8 @@ def _shutdown(captures: list[CaptureThread], runners: list[SinkRunner]) -> BaseE
 def _radiometric(rig) -> bool:
     """Whether the rig maps IR counts to temperatures (`thermal.radiometry`, none by default)."""
     return getattr(rig.thermal, "radiometry", "none") not in (None, "none")
+
+
+def _keeps_raw(rig: RigConfig) -> bool:
+    """Whether a sink keeps the raw streams with the rig's description (`raw_archive`)."""
+    return any(isinstance(s, Mp4SinkConfig) and s.raw_archive for s in rig.sinks)
