@@ -5,8 +5,8 @@ errors (bad arguments, rig files, inputs), 1 for failures during a run, 130 afte
 during start-up. Tracebacks are only for bugs.
 
 One module per family of commands, each with `add_parser(s)(sub)`: run.py (run, check,
-devices), stills.py (fuse), calibrate.py, models.py, eval.py, train.py, bench.py; progress.py
-prints the live line and the summary. Library code never imports this package; heavy imports
+devices), stills.py (fuse), calibrate.py, models.py, eval.py, train.py, bench.py, refuse.py
+(refuse, bench-refuse); progress.py prints the live line and the summary. Library code never imports this package; heavy imports
 (torch, the stages) happen inside the handlers, so `--help` stays fast.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamfuse.cli import bench, calibrate, eval, models, run, stills, train
+from streamfuse.cli import bench, calibrate, eval, models, refuse, run, stills, train
 from streamfuse.cli.run import EPILOG
 from streamfuse.errors import StreamfuseError, one_line
 
@@ -62,4 +62,5 @@ def parser() -> argparse.ArgumentParser:
     models.add_parser(sub)
     eval.add_parser(sub)
     train.add_parser(sub)
+    refuse.add_parsers(sub)
     return p
