@@ -97,3 +97,27 @@ def test_ray_without_the_cluster_extra_is_one_line_naming_it(recording, tmp_path
     assert done.returncode == 2
     assert done.stderr.strip() == ("streamfuse: error: --ray: needs ray, from the cluster extra: "
                                    "pip install -e '.[cluster]' (or pip install 'streamfuse[cluster]')")
+
+
+def test_a_local_worker_that_dies_is_replaced_and_its_job_run_again(recording, tmp_path):
+    import os
+    import signal
+
+    from streamfuse.refuse.job import JobSpec
+    from streamfuse.refuse.runner import refuse_all
+
+    (item,) = discover([recording / "street.raw.mkv"])
+    spec = JobSpec(item, tmp_path, mode="alpha")
+    pids = []
+
+    def kill_first_worker(name, frames, pid):
+        if not pids:
+            pids.append(pid)
+            os.kill(pid, signal.SIGKILL)
+        elif pid not in pids:
+            pids.append(pid)
+
+    summary = refuse_all([spec], workers=1, show_progress=False, on_progress=kill_first_worker)
+    assert len(pids) == 2  # the job started in a second worker after the first was killed
+    assert (summary.results[0].status, summary.results[0].frames) == ("done", 20)
+    assert decode(spec.output)[1] == decode(recording / "street.mp4")[1]

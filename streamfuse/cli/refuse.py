@@ -75,6 +75,9 @@ def _check_options(args) -> None:
         load_rig(args.rig)
     if args.calibration:
         load_calibration(args.calibration)
+    if args.ray not in (None, "auto") and Path(args.ray).exists():
+        raise UsageError(f"--ray: {args.ray} is a file or folder here, not a cluster address; put --ray after "
+                         f"the inputs, or write --ray auto")
     if args.ray is not None:
         from streamfuse.refuse.cluster import import_ray
 
