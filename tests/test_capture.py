@@ -136,7 +136,8 @@ def _archive(tmp_path, monkeypatch, role, cleanup):
     archive = RawArchiveFile(tmp_path / "take.raw.mkv", {"cameras": {"vis": {"fps": "25"}, "ir": {"fps": "25"}}})
     for i in range(N):
         t = 1_000_000_000 + i * 40_000_000
-        archive.write(FramePair(Frame(_pattern16(i), t, i, "ir", "gray16", t), Frame(_colour(i), t, i, "vis", "bgr24", t)))
+        ir, vis = Frame(_pattern16(i), t, i, "ir", "gray16", t), Frame(_colour(i), t, i, "vis", "bgr24", t)
+        archive.write(FramePair(ir, vis))
     archive.close()
     return ArchiveSource(role, ArchiveConfig(path=tmp_path / "take.raw.mkv")), True
 

@@ -48,7 +48,8 @@ def test_a_rerun_skips_complete_outputs_and_redoes_a_damaged_one(recording, tmp_
     again = streamfuse("refuse", tmp_path, "-o", out, "--mode", "alpha", "--quiet")
     assert again.returncode == 0, again.stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert {r["name"]: (r["status"], r["frames"]) for r in summary["inputs"]} == {"a": ("skipped", 20), "b": ("done", 20)}
+    statuses = {r["name"]: (r["status"], r["frames"]) for r in summary["inputs"]}
+    assert statuses == {"a": ("skipped", 20), "b": ("done", 20)}
     assert (out / "a.mp4").stat().st_mtime_ns == kept
     assert decode(out / "b.mp4")[1] == decode(out / "a.mp4")[1]
     assert not (out / ".refuse-work").exists()
@@ -121,3 +122,18 @@ def test_a_local_worker_that_dies_is_replaced_and_its_job_run_again(recording, t
     assert len(pids) == 2  # the job started in a second worker after the first was killed
     assert (summary.results[0].status, summary.results[0].frames) == ("done", 20)
     assert decode(spec.output)[1] == decode(recording / "street.mp4")[1]
+
+
+def test_a_rig_file_gives_the_jobs_its_settings(tmp_path):
+    from helpers import REPO
+
+    clip = data_path("video", "m3svd_mp4", "0111_1716")
+    done = streamfuse("refuse", clip, "-o", tmp_path, "--rig", REPO / "rigs" / "replay.yaml", "--mode", "msx",
+                      "--max-frames", "5", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert len(decode(tmp_path / "0111_1716.mp4")[0]) == 5
+    wrong = streamfuse("refuse", clip, "-o", tmp_path / "again", "--calibration", REPO / "calibration" / "demo.yaml",
+                       "--quiet")
+    assert wrong.returncode == 1  # 640x480 cameras against a calibration for 640x512: that job fails, and says why
+    summary = json.loads((tmp_path / "again" / "summary.json").read_text())
+    assert "calibrate for these cameras or fix the sizes" in summary["inputs"][0]["errors"][0]

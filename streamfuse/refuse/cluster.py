@@ -11,6 +11,7 @@ that this process empties twice a second.
 from __future__ import annotations
 
 import os
+import socket
 
 from streamfuse.errors import UsageError
 from streamfuse.refuse.job import JobResult, JobSpec, job_resources, run_job
@@ -20,6 +21,8 @@ from streamfuse.refuse.local import Done, Progress
 MAX_RETRIES = 3
 #: Seconds between looks at the progress actor.
 POLL_S = 0.5
+#: Seconds to wait for the head's port to answer before giving up.
+CONNECT_TIMEOUT_S = 5.0
 CLUSTER_EXTRA = "pip install -e '.[cluster]' (or pip install 'streamfuse[cluster]')"
 
 
@@ -38,12 +41,27 @@ def connect(address: str | None) -> bool:
     ray = import_ray()
     if ray.is_initialized():
         return False
+    if address not in (None, "auto"):
+        _check_reachable(address)
     try:
         ray.init(address=address or "auto", log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise UsageError(f"--ray {address or 'auto'}: no Ray cluster there ({str(exc).splitlines()[0]}); start one "
                          f"with `ray start --head` and give its address (HEAD:PORT)") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """UsageError unless something listens at HOST:PORT (ray.init would retry for minutes)."""
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"--ray {address}: expected auto or HOST:PORT of the cluster's head "
+                         f"(ray start --head prints it)")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise UsageError(f"--ray {address}: nothing answers there ({exc.strerror or exc}); start the head with "
+                         f"`ray start --head --port {port}`, or check the address") from None
 
 
 class ProgressBox:
