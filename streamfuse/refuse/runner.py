@@ -117,4 +117,6 @@ class _Bar:
             self.bar.refresh()
 
     def close(self) -> None:
+        self.bar.total = self.bar.n  # the estimates are replaced by what was done
+        self.bar.refresh()
         self.bar.close()
