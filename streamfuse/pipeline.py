@@ -40,9 +40,10 @@ from streamfuse.radiometry import RadiometryConfig, SceneTemperatures, measure
 from streamfuse.register.calibration import Calibration
 from streamfuse.register.registrar import Registrar
 from streamfuse.report import RunReport
-from streamfuse.rig import RigConfig
+from streamfuse.rig import RigConfig, recording_metadata
 from streamfuse.sinks import (
     INTERACTIVE_SINKS,
+    Mp4SinkConfig,
     SinkRunner,
     StreamInfo,
     make_sink,
@@ -182,8 +183,10 @@ def run(rig: RigConfig, *, max_frames: int | None = None, duration_s: float | No
         live = LiveFusion(controls, rig.fusion, registrar) if controls is not None and fuse else None
         report.paced = ir.realtime or vis.realtime
         radiometry = rig.thermal.radiometry_config
-        runners = _open_sinks(rig, StreamInfo(vis.size, vis.fps, controls, report, stop, radiometry.on,
-                                              radiometry if radiometry.on else None), report.paced)
+        info = StreamInfo(vis.size, vis.fps, controls, report, stop, radiometry.on,
+                          radiometry if radiometry.on else None,
+                          recording_metadata(rig, ir, vis) if _keeps_raw(rig) else {})
+        runners = _open_sinks(rig, info, report.paced)
     except BaseException:  # a sink that cannot open (a window without a screen, a bad path)
         ir.close()
         vis.close()
@@ -354,3 +357,8 @@ def _shutdown(captures: list[CaptureThread], runners: list[SinkRunner]) -> BaseE
     if stuck:
         return RuntimeFailure(f"capture thread(s) {', '.join(stuck)} did not stop")
     return None
+
+
+def _keeps_raw(rig: RigConfig) -> bool:
+    """Whether a sink keeps the raw streams with the rig's description (`raw_archive`)."""
+    return any(isinstance(s, Mp4SinkConfig) and s.raw_archive for s in rig.sinks)

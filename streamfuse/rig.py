@@ -5,7 +5,7 @@ the key, what was expected and how to fix it. Every path in a rig file is relati
 rig file's folder. Top-level keys:
 
     name: text                 # shown in logs; defaults to the file name
-    sources: {ir: SOURCE, vis: SOURCE}   # SOURCE has `type: synthetic | replay | uvc | network`
+    sources: {ir: SOURCE, vis: SOURCE}   # SOURCE has `type: synthetic | replay | uvc | network | archive`
     scene: {seed, night, people, vehicles}   # only for synthetic sources
     calibration: FILE | null   # H_vis_from_ir; null when both cameras already coincide
     registration: {backend, distance, refine, ...}   # optional: GPU warp, parallax distance
@@ -216,9 +216,9 @@ def _resolve(base: Path, cfg, where: str):
 def _check_pair(ir: SourceConfig, vis: SourceConfig) -> None:
     if isinstance(ir, SyntheticConfig) != isinstance(vis, SyntheticConfig):
         raise ConfigError("sources", "a synthetic camera must be paired with another synthetic camera")
-    if ir.pixel_format == "bgr24":
+    if getattr(ir, "pixel_format", "auto") == "bgr24":
         raise ConfigError("sources.ir.pixel_format", "an IR source delivers gray8 or gray16, not bgr24")
-    if vis.pixel_format in ("gray8", "gray16"):
+    if getattr(vis, "pixel_format", "auto") in ("gray8", "gray16"):
         raise ConfigError("sources.vis.pixel_format", "a visible source delivers bgr24 (use auto)")
     if _paced(ir) != _paced(vis):
         raise ConfigError("sources", "both sources must use the same pace (both live/recorded, or both fast)")
@@ -251,3 +251,35 @@ def _check_sizes(ir: SourceConfig, vis: SourceConfig, cal: Calibration, cal_path
 
 def _paced(cfg: SourceConfig) -> bool:
     return cfg.pace in ("realtime", "recorded")
+
+
+def recording_metadata(rig: RigConfig, ir, vis) -> dict:
+    """What a raw archive keeps about `rig` and its opened sources `ir`, `vis`, as plain data
+    (JSON): the calibration file's text, each camera's size, rate, format and settings, and
+    the sync, fusion, thermal, registration and priors sections, so that the archive alone is
+    enough to fuse it again (`streamfuse refuse` builds a rig from it)."""
+    calibration = None
+    if rig.calibration_path is not None:
+        calibration = rig.calibration_path.read_text()
+    cameras = {src.name: {"size": list(src.size), "fps": str(src.fps), "pixel_format": src.pixel_format,
+                          "source": plain(cfg)} for src, cfg in ((ir, rig.ir), (vis, rig.vis))}
+    return {"name": rig.name, "calibration": calibration, "cameras": cameras,
+            "sync": plain(rig.sync), "fusion": plain(rig.fusion), "thermal": plain(rig.thermal),
+            "registration": plain(rig.registration),
+            "priors": plain(rig.priors) if rig.priors is not None else None}
+
+
+def plain(cfg) -> dict:
+    """A config dataclass as the plain mapping a rig file would hold (paths as text)."""
+    def value(v):
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, (list, tuple)):
+            return [value(x) for x in v]
+        if isinstance(v, dict):
+            return {k: value(x) for k, x in v.items()}
+        if dataclasses.is_dataclass(v):
+            return plain(v)
+        return v
+
+    return {f.name: value(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}

@@ -127,8 +127,23 @@ def _rtsp(tmp_path, monkeypatch, role, cleanup):
     return NetworkSource(role, NetworkConfig(url=server.url, timeout_s=3, pixel_format=fmt)), False
 
 
+def _archive(tmp_path, monkeypatch, role, cleanup):
+    # A raw archive written by the recording's own writer: 16-bit IR and colour, 40 ms apart.
+    from streamfuse.capture.archive import ArchiveConfig, ArchiveSource
+    from streamfuse.frames import FramePair
+    from streamfuse.sinks.rawarchive import RawArchiveFile
+
+    archive = RawArchiveFile(tmp_path / "take.raw.mkv", {"cameras": {"vis": {"fps": "25"}, "ir": {"fps": "25"}}})
+    for i in range(N):
+        t = 1_000_000_000 + i * 40_000_000
+        ir, vis = Frame(_pattern16(i), t, i, "ir", "gray16", t), Frame(_colour(i), t, i, "vis", "bgr24", t)
+        archive.write(FramePair(ir, vis))
+    archive.close()
+    return ArchiveSource(role, ArchiveConfig(path=tmp_path / "take.raw.mkv")), True
+
+
 FACTORIES = {"synthetic": _synthetic, "video_file": _video_file, "folder": _folder, "uvc": _uvc,
-             "network": _network, "rtsp": _rtsp}
+             "network": _network, "rtsp": _rtsp, "archive": _archive}
 
 
 @pytest.fixture(params=[(kind, role) for kind in FACTORIES for role in ("ir", "vis")],

@@ -5,6 +5,7 @@ subclass, add both here, and run the contract tests in tests/test_capture.py ove
 """
 from __future__ import annotations
 
+from streamfuse.capture.archive import ArchiveConfig, ArchiveSource
 from streamfuse.capture.base import CaptureThread, Source
 from streamfuse.capture.network import NetworkConfig, NetworkSource
 from streamfuse.capture.replay import ReplayConfig, open_replay
@@ -16,8 +17,9 @@ from streamfuse.capture.synthetic import (
 )
 from streamfuse.capture.uvc import UvcConfig, UvcSource
 
-SOURCE_TYPES = {"synthetic": SyntheticConfig, "replay": ReplayConfig, "uvc": UvcConfig, "network": NetworkConfig}
-SourceConfig = SyntheticConfig | ReplayConfig | UvcConfig | NetworkConfig
+SOURCE_TYPES = {"synthetic": SyntheticConfig, "replay": ReplayConfig, "uvc": UvcConfig, "network": NetworkConfig,
+                "archive": ArchiveConfig}
+SourceConfig = SyntheticConfig | ReplayConfig | UvcConfig | NetworkConfig | ArchiveConfig
 #: Source types that are hardware: `streamfuse check` validates their settings without opening them.
 DEVICE_TYPES = (UvcConfig, NetworkConfig)
 
@@ -37,4 +39,6 @@ def _open_one(name: str, cfg: SourceConfig) -> Source:
         return UvcSource(name, cfg)
     if isinstance(cfg, NetworkConfig):
         return NetworkSource(name, cfg)
+    if isinstance(cfg, ArchiveConfig):
+        return ArchiveSource(name, cfg)
     return open_replay(name, cfg)

@@ -6,8 +6,8 @@ during start-up. Tracebacks are only for bugs.
 
 One module per family of commands, each with `add_parser(s)(sub)`: run.py (run, check,
 devices), stills.py (fuse), calibrate.py, models.py, eval.py, train.py, bench.py,
-service.py (+ unit.py, the unit's text); progress.py prints the live line, the log lines and the
-summary. Library code never imports this package; heavy imports
+service.py (+ unit.py, the unit's text), refuse.py (refuse, bench-refuse); progress.py prints the
+live line, the log lines and the summary. Library code never imports this package; heavy imports
 (torch, the stages) happen inside the handlers, so `--help` stays fast.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamfuse.cli import bench, calibrate, eval, models, run, service, stills, train
+from streamfuse.cli import bench, calibrate, eval, models, refuse, run, service, stills, train
 from streamfuse.cli.run import EPILOG
 from streamfuse.errors import StreamfuseError, one_line
 
@@ -64,4 +64,5 @@ def parser() -> argparse.ArgumentParser:
     eval.add_parser(sub)
     train.add_parser(sub)
     service.add_parser(sub)
+    refuse.add_parsers(sub)
     return p

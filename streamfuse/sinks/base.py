@@ -17,7 +17,7 @@ import abc
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
@@ -50,6 +50,9 @@ class StreamInfo:
     #: how (a `radiometry.RadiometryConfig`; None without radiometry).
     radiometric: bool = False
     radiometry: Any = None
+    #: What a raw archive keeps about the rig (`rig.recording_metadata`: calibration, camera
+    #: settings, sync and fusion settings), as plain JSON-able data; empty when not known.
+    rig_metadata: dict = field(default_factory=dict)
 
 
 class Sink(abc.ABC):

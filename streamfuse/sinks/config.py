@@ -32,6 +32,10 @@ class Mp4SinkConfig:
     keep: int | None = None
     #: Also keep the raw IR frames losslessly (FFV1 in Matroska, 16 bits kept) beside it.
     ir_archive: bool = False
+    #: Also keep both raw streams of every pair losslessly (IR counts and visible frames, FFV1
+    #: in one Matroska file, `<stem>.raw.mkv`), with their capture times and the rig's
+    #: calibration and settings: all `streamfuse refuse` needs to fuse the recording again.
+    raw_archive: bool = False
     queue: Policy = "block"
 
     def __post_init__(self):

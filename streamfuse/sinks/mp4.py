@@ -18,6 +18,11 @@ mapping, 16 bits kept) losslessly as FFV1 in Matroska (`<stem>.ir.mkv`, segmente
 for radiometric analysis later. Matroska clusters are cut every second for the same crash
 safety.
 
+Raw archive. `raw_archive: true` writes both raw frames of each pair (the IR counts and the
+visible frame, lossless) with their exact capture times and the rig's calibration and
+settings into `<stem>.raw.mkv` (segmented alike, crash-safe alike; `rawarchive.py`):
+`streamfuse refuse` fuses it again, with any mode, through the same pipeline.
+
 Errors. A full disk (ENOSPC, EDQUOT) or any other write error stops this recording with one
 line naming the file, while the pipeline and the other sinks go on (see `sinks.SinkRunner`).
 
@@ -41,6 +46,7 @@ from streamfuse.sinks.containers import (
     VideoFile,
     choose_encoder,
 )
+from streamfuse.sinks.rawarchive import RawArchiveFile, raw_archive_path
 
 log = logging.getLogger("streamfuse")
 
@@ -58,6 +64,7 @@ class Mp4Sink(Sink):
         self.segments: list[Path] = []
         self._video: VideoFile | None = None
         self._archive: ArchiveFile | None = None
+        self._raw: RawArchiveFile | None = None
         self._bytes_done = 0
         self._failed = False
 
@@ -83,6 +90,8 @@ class Mp4Sink(Sink):
             self._video.write(frame.image, frame.t_ns)
             if self._archive is not None and frame.pair is not None:
                 self._archive.write(frame.pair.ir)
+            if self._raw is not None and frame.pair is not None:
+                self._raw.write(frame.pair)
         except (OSError, av.FFmpegError) as exc:  # a Python OSError comes through CommittedOutput
             self._failed = True
             raise self._failure(exc) from None
@@ -94,7 +103,7 @@ class Mp4Sink(Sink):
     def state(self) -> dict[str, float]:
         video = self._video
         current = video.out.bytes if video is not None else 0
-        archive = self._archive.out.bytes if self._archive is not None else 0
+        archive = sum(a.out.bytes for a in (self._archive, self._raw) if a is not None)
         return {"recording": float(video is not None and not self._failed), "frames": self.frames,
                 "bytes": self._bytes_done + current + archive, "segments": len(self.segments)}
 
@@ -120,6 +129,8 @@ class Mp4Sink(Sink):
             self._video = VideoFile(path, self.codec, self._size, self._info.fps, self.cfg)
             if self.cfg.ir_archive:
                 self._archive = ArchiveFile(archive_path(path))
+            if self.cfg.raw_archive:
+                self._raw = RawArchiveFile(raw_archive_path(path), self._info.rig_metadata)
         except (OSError, av.FFmpegError) as exc:
             self._finish_file(abandon=True)
             if at_start:
@@ -132,7 +143,7 @@ class Mp4Sink(Sink):
     def _finish_file(self, abandon: bool) -> None:
         """Finish the current file (and archive); after a failed write, `abandon` them as
         they are on the disk: more writes after a lost fragment would leave a gap."""
-        for name in ("_video", "_archive"):
+        for name in ("_video", "_archive", "_raw"):
             part = getattr(self, name)
             if part is None:
                 continue
@@ -161,7 +172,7 @@ def _remove_stale_partials(path: Path) -> None:
     """Remove what a killed earlier run left of this recording under hidden names: never
     playable (it died before its first whole fragment), and nothing will finish it."""
     stamp = r"(-\d{8}-\d{6}-\d{3})?"
-    name = re.compile(r"\." + re.escape(path.stem) + stamp + r"(\.ir\.mkv|" + re.escape(path.suffix) + r")\.partial$")
+    name = re.compile(r"\." + re.escape(path.stem) + stamp + r"(\.ir\.mkv|\.raw\.mkv|" + re.escape(path.suffix) + r")\.partial$")
     for stale in path.parent.iterdir():
         if name.match(stale.name):
             stale.unlink(missing_ok=True)
@@ -184,14 +195,14 @@ def archive_path(video: Path) -> Path:
 
 
 def prune_segments(path: Path, keep: int) -> list[Path]:
-    """Delete all but the newest `keep` segments of recording `path` (and their IR archives);
+    """Delete all but the newest `keep` segments of recording `path` (and their archives);
     returns the deleted files."""
     stamp = r"-\d{8}-\d{6}-\d{3}"
     video = re.compile(re.escape(path.stem) + stamp + re.escape(path.suffix) + "$")
     segments = sorted(p for p in path.parent.iterdir() if video.match(p.name))
     deleted = []
     for old in segments[:max(len(segments) - keep, 0)]:
-        for f in (old, archive_path(old)):
+        for f in (old, archive_path(old), raw_archive_path(old)):
             try:
                 f.unlink()
                 deleted.append(f)
