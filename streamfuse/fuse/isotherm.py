@@ -90,7 +90,7 @@ def _in_gamut(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
     pixel near white or black takes less colour rather than a different brightness."""
     moves = chroma @ _CHROMA_TO_BGR.T  # N x 3: what the chroma adds to B, G, R
     room = np.where(moves > 0, 255.0 - y[:, None], y[:, None])
-    with np.errstate(divide="ignore"):
-        limits = np.where(np.abs(moves) > 1e-6, room / np.abs(moves), np.inf)
+    size = np.abs(moves)
+    limits = np.divide(room, size, out=np.full_like(size, np.inf), where=size > 1e-6)
     scale = np.clip(limits.min(axis=1), 0.0, 1.0)
     return chroma * scale[:, None]
