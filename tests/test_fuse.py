@@ -166,7 +166,8 @@ def test_pyramid_keeps_visible_chroma():
     # Where a channel saturated, YCrCb -> BGR had to clip and the chroma moves; elsewhere not,
     # except on the hot targets the palette tints.
     found = hot_regions(ir_to_u8(ir))
-    untinted = np.ones(ir.shape, bool) if found is None else found[0] == 0
+    untinted = (np.ones(ir.shape, bool) if found is None else  # found at half size: 2x2 blocks
+                cv2.resize(found[0], ir.shape[::-1], interpolation=cv2.INTER_NEAREST) == 0)
     unclipped = ((out > 0) & (out < 255)).all(axis=2) & untinted
     assert unclipped.mean() > 0.8
     diff = cv2.cvtColor(out, cv2.COLOR_BGR2YCrCb)[..., 1:].astype(int) - cv2.cvtColor(

@@ -32,37 +32,32 @@ RAMP_CHROMA = {name: cv2.cvtColor(np.ascontiguousarray(ramp[:, None, :]), cv2.CO
 
 
 def hot_regions(ir8: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(weight HxW float32 0..1, ramp index HxW uint8) of the hot pixels of `ir8` (HxW uint8),
-    or None when nothing in the frame is hot. Found at half size (a tint needs no finer edge)."""
+    """(weight 0..1, ramp index uint8) of the hot pixels of `ir8` (HxW uint8) at half size
+    (the picture's chroma is halved by the encoder anyway), or None when nothing is hot."""
     h, w = ir8.shape
     half = cv2.resize(ir8, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA).astype(np.float32)
     half *= 1.0 / 255.0
-    excess = half - background(half, sigma=BACKGROUND_SIGMA / 2)
+    return hot_regions_of(half - background(half, sigma=BACKGROUND_SIGMA / 2))
+
+
+def hot_regions_of(excess: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """`hot_regions` from the IR's excess over its background at half size (0..1 luma; lite
+    has it from its target lift, `lite_targets.lift_targets`)."""
     mean, spread = cv2.meanStdDev(excess)
     low = max(float(mean[0, 0]) + HOT_SPREADS * float(spread[0, 0]), MIN_EXCESS)
-    if float(excess.max()) <= low:
+    peak = float(excess.max())
+    if peak <= low:
         return None
     weight = np.clip((excess - low) * (1.0 / EDGE), 0.0, 1.0)
-    return regions(excess, weight, ir8.shape)
-
-
-def regions(excess: np.ndarray, weight: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray] | None:
-    """`hot_regions` at full `shape` from a half-size excess over the background and a 0..1
-    weight of it (lite passes those of its target lift, `lite_targets.warm_targets`)."""
     weight = cv2.morphologyEx(weight, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8))  # lone pixels: grain
-    hot = weight > 0
-    if not hot.any():
-        return None
-    low, peak = float(excess[hot].min()), float(excess[hot].max())
-    index = np.clip((excess - low) * (255.0 / max(peak - low, 1e-3)), 0.0, 255.0)
-    h, w = shape
-    up = [cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR) for m in (weight, index)]
-    return up[0], up[1].astype(np.uint8)
+    index = np.clip((excess - low) * (255.0 / (peak - low)), 0.0, 255.0).astype(np.uint8)
+    return weight, index
 
 
 def hot_tint(bgr: np.ndarray, palette: str, found: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """`bgr` (the fused HxWx3 uint8 frame) with the hot regions `found` (`hot_regions`, the same
-    size) in the chroma of `palette`'s ramp; the same array when nothing is hot."""
+    """`bgr` (the fused HxWx3 uint8 frame) with the hot regions `found` (`hot_regions` of the
+    frame's IR, half size) in the chroma of `palette`'s ramp, each half-size pixel tinting its
+    2x2 block; the same array when nothing is hot."""
     if found is None:
         return bgr
     weight, index = found
@@ -70,27 +65,36 @@ def hot_tint(bgr: np.ndarray, palette: str, found: tuple[np.ndarray, np.ndarray]
     if points is None:
         return bgr
     points = points.reshape(-1, 2)  # (x, y) rows; older OpenCV gives Nx1x2
-    where = (points[:, 1], points[:, 0])  # a few percent of the frame: work on those only
-    ycc = cv2.cvtColor(bgr[where][:, None, :], cv2.COLOR_BGR2YCrCb)[:, 0].astype(np.float32)
-    alpha = (OPACITY * weight[where])[:, None]
-    ycc[:, 1:] += alpha * (RAMP_CHROMA[palette][index[where]] - ycc[:, 1:])
+    hx, hy = points[:, 0], points[:, 1]
+    alpha_half = OPACITY * weight[hy, hx]
+    colour_half = RAMP_CHROMA[palette][index[hy, hx]]
+    h, w = bgr.shape[:2]
+    ys = np.minimum(2 * hy[:, None] + _DY, h - 1).ravel()  # the 2x2 block of each (clipped at an odd edge)
+    xs = np.minimum(2 * hx[:, None] + _DX, w - 1).ravel()
+    ycc = cv2.cvtColor(bgr[ys, xs][:, None, :], cv2.COLOR_BGR2YCrCb)[:, 0].astype(np.float32)
+    alpha = np.repeat(alpha_half, 4)[:, None]
+    ycc[:, 1:] += alpha * (np.repeat(colour_half, 4, axis=0) - ycc[:, 1:])
     ycc[:, 1:] = 128.0 + _in_gamut(ycc[:, 0], ycc[:, 1:] - 128.0)
     out = bgr.copy()
-    out[where] = cv2.cvtColor(np.clip(ycc + 0.5, 0, 255).astype(np.uint8)[:, None, :], cv2.COLOR_YCrCb2BGR)[:, 0]
+    out[ys, xs] = cv2.cvtColor(np.clip(ycc + 0.5, 0, 255).astype(np.uint8)[:, None, :], cv2.COLOR_YCrCb2BGR)[:, 0]
     return out
 
 
-#: How a unit of (Cr, Cb) moves B, G and R in cv2's YCrCb -> BGR (BT.601, full range).
-_CHROMA_TO_BGR = np.array([[0.0, 1.773], [-0.714, -0.344], [1.403, 0.0]], np.float32)
+#: Offsets of a half-size pixel's 2x2 block at full size.
+_DY, _DX = np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])
+
+
+#: cv2's YCrCb -> BGR (BT.601, full range): B = Y + 1.773 Cb, G = Y - 0.714 Cr - 0.344 Cb,
+#: R = Y + 1.403 Cr (Cr, Cb less 128), as `_in_gamut` uses it.
 
 
 def _in_gamut(y: np.ndarray, chroma: np.ndarray) -> np.ndarray:
-    """`chroma` (N x 2, Cr and Cb less 128) scaled down per pixel as far as needed for B, G and
-    R to stay within 0..255 at luma `y` (N): the brightness the fusion chose is kept, and a
-    pixel near white or black takes less colour rather than a different brightness."""
-    moves = chroma @ _CHROMA_TO_BGR.T  # N x 3: what the chroma adds to B, G, R
-    room = np.where(moves > 0, 255.0 - y[:, None], y[:, None])
-    size = np.abs(moves)
-    limits = np.divide(room, size, out=np.full_like(size, np.inf), where=size > 1e-6)
-    scale = np.clip(limits.min(axis=1), 0.0, 1.0)
-    return chroma * scale[:, None]
+    """`chroma` (N x 2 float32, Cr and Cb less 128) scaled down per pixel as far as needed for
+    B, G and R to stay within 0..255 at luma `y` (N): the brightness the fusion chose is kept,
+    and a pixel near white or black takes less colour rather than a different brightness."""
+    cr, cb = chroma[:, 0], chroma[:, 1]
+    limit = np.ones_like(y)
+    for move in (1.773 * cb, -0.714 * cr - 0.344 * cb, 1.403 * cr):  # what it adds to B, G, R
+        room = np.where(move > 0, 255.0 - y, y)
+        np.minimum(limit, room / np.maximum(np.abs(move), 1e-6), out=limit)
+    return chroma * limit[:, None]

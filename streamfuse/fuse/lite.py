@@ -16,7 +16,7 @@ import numpy as np
 from streamfuse.fuse import lite_targets as targets
 from streamfuse.fuse.base import Fuser, check_inputs
 from streamfuse.fuse.classical import on_luma
-from streamfuse.fuse.isotherm import hot_regions, hot_tint
+from streamfuse.fuse.isotherm import hot_regions_of, hot_tint
 from streamfuse.fuse.weights import read_state
 from streamfuse.models import lite
 from streamfuse.priors.prior import EmphasisTrack
@@ -73,13 +73,14 @@ class LiteFuser(Fuser):
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
-        ir8 = ir_to_u8(ir)
-        a = targets.destripe(ir8.astype(np.float32) * (1.0 / 255.0))
+        a = targets.destripe(ir_to_u8(ir).astype(np.float32) * (1.0 / 255.0))
         inside = self._view.update(ir)
         if inside is not None:
             a = targets.fill_outside(a, inside)
         out = on_luma(vis, lambda luma: self._fuse_luma(a, luma, prior, inside))
-        return hot_tint(out, self.cfg.palette, hot_regions(ir8)) if self.cfg.hot_tint else out
+        if not self.cfg.hot_tint:
+            return out
+        return hot_tint(out, self.cfg.palette, hot_regions_of(self._excess))  # the lift's, reused
 
     def probabilities(self, a: np.ndarray, b: np.ndarray, prior=None) -> tuple[np.ndarray, lite.Prepared]:
         """(4 x h x w maps (w_d, w_b, kappa, boost), the Prepared) for lumas a, b (HxW float32, 0..1)."""
@@ -99,7 +100,7 @@ class LiteFuser(Fuser):
         b = luma.astype(np.float32) * (1.0 / 255.0)
         probs, prepared = self.probabilities(a, b, prior)
         fused = lite.apply_numpy(a, b, probs, prepared)
-        fused = targets.lift_targets(fused, a, self._noise[0])
+        fused, self._excess = targets.lift_targets(fused, a, self._noise[0])
         if inside is not None:  # outside the IR's view: the visible luma, feathered in
             fused = b + inside * (fused - b)
         fused *= 255.0

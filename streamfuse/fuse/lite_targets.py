@@ -69,17 +69,18 @@ def hot_weight(excess: np.ndarray, noise: float) -> np.ndarray:
     return cv2.dilate(weight, np.ones((3, 3), np.uint8))
 
 
-def lift_targets(fused: np.ndarray, a: np.ndarray, noise: float) -> np.ndarray:
-    """`fused` (HxW float32, 0..1) raised on the warm targets of the IR luma `a` (module docstring)."""
+def lift_targets(fused: np.ndarray, a: np.ndarray, noise: float) -> tuple[np.ndarray, np.ndarray]:
+    """(`fused` (HxW float32, 0..1) raised on the warm targets of the IR luma `a` (module
+    docstring), the IR's excess over its background at half size (for the palette's tint))."""
     h, w = a.shape
     excess = a - background(a)
     half = cv2.resize(excess, ((w + 1) // 2, (h + 1) // 2), interpolation=cv2.INTER_AREA)
     weight = hot_weight(half, noise)
     if not weight.any():
-        return fused
+        return fused, half
     shortfall = TARGET_GAIN * excess - (fused - background(fused))
     np.maximum(shortfall, 0.0, out=shortfall)
-    return fused + cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR) * shortfall
+    return fused + cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR) * shortfall, half
 
 
 def fov_mask(ir: np.ndarray) -> np.ndarray | None:
