@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from streamfuse.fuse import MODES, NEEDS_WEIGHTS, Fuser, FusionConfig, make_fuser
+from streamfuse.fuse import MODES, NEEDS_WEIGHTS, Fuser, FusionConfig, make_fuser, palette_use
 from streamfuse.fuse.palettes import PALETTES
 from streamfuse.fuse.views import VIEWS
 
@@ -54,6 +54,11 @@ class Controls:
         self.settings = Settings(fusion.mode, fusion.palette, fusion.strength, "fused", distance_m)
         #: The modes a viewer may switch to: those that need a weights file only if the rig gave one.
         self.modes = tuple(m for m in MODES if m not in NEEDS_WEIGHTS or fusion.weights is not None)
+        self._hot_tint = fusion.hot_tint
+
+    def palette_use(self) -> str:
+        """What the palette does in the current mode, in words (`fuse.palette_use`)."""
+        return palette_use(self.settings.mode, self._hot_tint)
 
     @property
     def parallax(self) -> bool:
@@ -103,7 +108,7 @@ class Controls:
         out = dataclasses.asdict(self.settings)
         if out["distance_m"] is not None and not math.isfinite(out["distance_m"]):
             out["distance_m"] = None
-        return {**out, "parallax": self.parallax,
+        return {**out, "parallax": self.parallax, "palette_use": self.palette_use(),
                 "choices": {"mode": list(self.modes), "palette": list(PALETTES), "view": list(VIEWS)}}
 
 

@@ -106,3 +106,12 @@ def test_the_spot_meter_is_a_point_of_the_frame():
         with pytest.raises(ValueError, match="^spot: expected"):
             controls.update(spot=bad, strength=0.1)
     assert controls.settings.spot == (0.25, 1.0) and controls.settings.strength != 0.1  # all or nothing
+
+
+def test_viewers_are_told_what_the_palette_does_in_the_current_mode():
+    controls = Controls(FusionConfig(mode="lite"))
+    assert controls.describe()["palette_use"] == "colours the hot targets"
+    controls.update(mode="alpha")
+    assert controls.describe()["palette_use"] == "colours the IR"
+    untinted = Controls(FusionConfig(mode="pyramid", hot_tint=False))
+    assert untinted.describe()["palette_use"] == "off (fusion.hot_tint)"

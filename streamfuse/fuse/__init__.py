@@ -17,10 +17,11 @@ from streamfuse.fuse.base import (
     FusionConfig,
     Mode,
     check_inputs,
+    palette_use,
 )
 
 __all__ = ["MODES", "NEEDS_WEIGHTS", "TRAINABLE", "Fuser", "FusionConfig", "Mode", "check_inputs", "fuser_class",
-           "make_fuser"]
+           "make_fuser", "palette_use"]
 
 
 def fuser_class(mode: str) -> type[Fuser]:

@@ -27,11 +27,14 @@ class Mode:
             mode choices, tests over all modes).
         network: the `streamfuse.models` module of its trainable network (`streamfuse train
             --model NAME`), or None for a classical mode.
+        palette: what the palette colours in this mode: "ir" (the whole IR), "hot" (the hot
+            targets, `fuse.isotherm`; the mode keeps the visible colour) or "none".
     """
 
     fuser: str
     needs_weights: bool = False
     network: str | None = None
+    palette: str = "ir"
 
 
 #: The fusion modes by name: the only registry (the CLI, the rig, live controls and
@@ -39,10 +42,20 @@ class Mode:
 MODES: dict[str, Mode] = {
     "alpha": Mode("classical:AlphaFuser"),
     "msx": Mode("classical:MsxFuser"),
-    "lite": Mode("lite:LiteFuser", network="lite_torch"),
-    "pyramid": Mode("classical:PyramidFuser"),
-    "spg": Mode("spg:SPGFuser", needs_weights=True, network="spg"),
+    "lite": Mode("lite:LiteFuser", network="lite_torch", palette="hot"),
+    "pyramid": Mode("classical:PyramidFuser", palette="hot"),
+    "spg": Mode("spg:SPGFuser", needs_weights=True, network="spg", palette="none"),
 }
+
+
+def palette_use(mode: str, hot_tint: bool = True) -> str:
+    """What the palette does in `mode`, in words for viewers ("colours the IR", ...)."""
+    use = MODES[mode].palette
+    if use == "ir":
+        return "colours the IR"
+    if use == "hot":
+        return "colours the hot targets" if hot_tint else "off (fusion.hot_tint)"
+    return "not used by this mode"
 #: The modes that cannot be built from default settings (they need `fusion.weights`).
 NEEDS_WEIGHTS = frozenset(name for name, mode in MODES.items() if mode.needs_weights)
 #: The modes with a network `streamfuse train` can train.

@@ -160,7 +160,7 @@ class DisplaySink(Sink):
         if self._controls is None:
             return "paused" if self._paused else ""
         s = self._controls.settings
-        parts = [s.mode, s.view, s.palette, f"strength {s.strength:.2f}"]
+        parts = [s.mode, s.view, f"{s.palette}: {self._controls.palette_use()}", f"strength {s.strength:.2f}"]
         if s.distance_m is not None:
             parts.append(f"{s.distance_m:g} m")
         if self._paused:
