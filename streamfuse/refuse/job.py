@@ -35,6 +35,7 @@ from streamfuse.refuse.inputs import Input
 from streamfuse.register.calibration import load_calibration
 from streamfuse.rig import RigConfig, load_rig
 from streamfuse.sinks import Mp4SinkConfig
+from streamfuse.sinks.containers import sync_folder
 
 #: Folder (in OUT_DIR) of the jobs' unfinished outputs.
 WORK_FOLDER = ".refuse-work"
@@ -111,7 +112,7 @@ def run_job(spec: JobSpec, progress: Callable[[str, int], None] | None = None) -
             raise RuntimeFailure(f"{spec.item.path}: no frame fused (no IR and visible frames within "
                                  f"sync.tolerance_ms of each other)")
         os.replace(video, spec.output)
-        _sync_folder(spec.out_dir)
+        sync_folder(spec.out_dir)
         wall = time.monotonic() - started
         result = JobResult(spec.item.name, str(spec.item.path), str(spec.output), "done", report.frames,
                            round(report.frames / max(report.wall_s, 1e-9), 2),
@@ -233,16 +234,3 @@ def write_atomic(path: Path, text: str) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
 
-
-def _sync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable (best effort)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

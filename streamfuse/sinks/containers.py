@@ -161,7 +161,7 @@ class CommittedOutput:
             return
         os.fsync(self._fd)
         os.replace(self.partial, self.path)
-        _sync_folder(self.path.parent)
+        sync_folder(self.path.parent)
         self.published = True
 
     def _write_at(self, offset: int, data: bytes) -> None:
@@ -193,7 +193,7 @@ def partial_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def _sync_folder(folder: Path) -> None:
+def sync_folder(folder: Path) -> None:
     """Make a rename in `folder` durable (best effort where folders cannot be opened)."""
     try:
         fd = os.open(folder, os.O_RDONLY)
