@@ -17,6 +17,7 @@ that did not end.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -101,23 +102,33 @@ def process_pair(pair: FramePair, stages: Stages, fuser: Fuser | None, view: str
     with radiometry, the temperatures, the spot meter at `spot`). `fuser=None` passes the
     visible frame on (the I/O floor of benchmarks)."""
     vis = pair.vis
-    temperatures = None
     if fuser is None:
-        image = vis.image
+        image, temperatures = vis.image, None
     else:
-        ir_display = stages.display_ir(pair.ir)
-        with stages.timers["register"].time():
-            try:
-                ir = stages.registrar.warp(ir_display)
-            except ValueError as exc:
-                raise RuntimeFailure(f"ir source: {exc}") from None
-            stages.registrar.observe(pair.ir.image, vis.image)  # live refinement, when the rig enables it
-        prior = stages.priors.step(ir, vis, seq) if stages.priors is not None else None
-        with stages.timers["fuse"].time():
-            image = render_view(view, fuser, ir, vis.image, prior)
-        if stages.radiometry is not None:
-            temperatures = scene_temperatures(pair, ir, stages, spot)
+        with stages.priors.holding() if stages.priors is not None else contextlib.nullcontext():
+            image, temperatures = _fuse_pair(pair, stages, fuser, view, seq, spot)
     return Frame(image, vis.t_ns, seq, "fused", "bgr24", min(pair.ir.recv_ns, vis.recv_ns), pair, temperatures)
+
+
+def _fuse_pair(pair: FramePair, stages: Stages, fuser: Fuser, view: str, seq: int,
+               spot: tuple[float, float]) -> tuple[np.ndarray, SceneTemperatures | None]:
+    """(picture, temperatures) of `process_pair` with a fuser: the frame loop's work on a pair,
+    while the prior process, if it yields to frames, is stopped."""
+    vis = pair.vis
+    temperatures = None
+    ir_display = stages.display_ir(pair.ir)
+    with stages.timers["register"].time():
+        try:
+            ir = stages.registrar.warp(ir_display)
+        except ValueError as exc:
+            raise RuntimeFailure(f"ir source: {exc}") from None
+        stages.registrar.observe(pair.ir.image, vis.image)  # live refinement, when the rig enables it
+    prior = stages.priors.step(ir, vis, seq) if stages.priors is not None else None
+    with stages.timers["fuse"].time():
+        image = render_view(view, fuser, ir, vis.image, prior)
+    if stages.radiometry is not None:
+        temperatures = scene_temperatures(pair, ir, stages, spot)
+    return image, temperatures
 
 
 def scene_temperatures(pair: FramePair, ir: np.ndarray, stages: Stages, spot: tuple[float, float]) -> SceneTemperatures:

@@ -54,9 +54,11 @@ def tiny_clip_file(folder: Path) -> Path:
 def tiny_config(folder: Path, **overrides) -> PriorConfig:
     """Random tiny CLIP (open_clip config file) + timm's test_vit: the real loading code paths.
     Scheduled at normal priority: tests of the refresh cadence must not depend on a shared
-    machine having idle cycles (SCHED_IDLE, the default, is tested on its own)."""
+    machine having idle cycles (SCHED_IDLE, the default, is tested on its own), nor on the time
+    between frames (`yield_to_frames`, the default, also tested on its own)."""
     fields = dict(clip=ClipConfig(model=str(tiny_clip_file(folder)), weights="random", layer=-2),
-                  dino=DinoConfig(model="test_vit", weights="random"), size=64, schedule="nice", nice=0)
+                  dino=DinoConfig(model="test_vit", weights="random"), size=64, schedule="nice", nice=0,
+                  yield_to_frames=False)
     return PriorConfig(**{**fields, **overrides})
 
 
@@ -66,6 +68,15 @@ def prior_of(emphasis: np.ndarray) -> Prior:
 
 
 # --- config --------------------------------------------------------------------------------
+
+
+def test_the_prior_process_yields_to_frames_by_default_on_two_cores_only():
+    cfg = build(PriorConfig, {}, "priors")
+    assert cfg.yields(1) and cfg.yields(2) and not cfg.yields(4)
+    assert not build(PriorConfig, {"yield_to_frames": False}, "priors").yields(2)
+    assert build(PriorConfig, {"yield_to_frames": True}, "priors").yields(16)
+    with pytest.raises(ConfigError, match="yield_to_frames: expected true or false"):
+        build(PriorConfig, {"yield_to_frames": "often"}, "priors")
 
 
 def test_config_builds_from_yaml_shapes_and_rejects_mistakes():

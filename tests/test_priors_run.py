@@ -164,6 +164,66 @@ def test_the_prior_process_refreshes_in_its_own_process_at_idle_priority(tmp_pat
 _imported_before = set(sys.modules)  # torch may be loaded by other tests in this process; never by the run
 
 
+def _state(pid: int) -> str:
+    """The process's state letter in /proc (T: stopped)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+@pytest.mark.parametrize("yields", [True, False])
+def test_the_prior_process_is_stopped_while_the_frame_loop_works_on_a_pair(tmp_path, monkeypatch, yields):
+    from streamfuse import pipeline
+
+    during, between = [], []
+    real = pipeline.render_view
+
+    def render_and_look(*args):  # the real fusion, with a look at the child while it runs
+        during.extend(_state(pid) for pid in prior_processes())
+        return real(*args)
+
+    monkeypatch.setattr(pipeline, "render_view", render_and_look)
+
+    def look(report):  # the progress callback: on the main thread, between pairs
+        between.extend(_state(pid) for pid in prior_processes())
+
+    cfg = tiny_config(tmp_path, every_frames=3, yield_to_frames=yields)
+    report = run(demo_rig(cfg), max_frames=60, on_progress=look)
+    assert during and between
+    if yields:
+        assert set(during) == {"T"}
+        assert "T" not in between
+    else:
+        assert "T" not in during + between
+    assert report.prior_refreshes >= 3  # the time between frames is enough for refreshes
+    assert prior_processes() == []  # a stopped child is continued and ended with the run
+
+
+def test_closing_a_paused_prior_process_ends_it(tmp_path):
+    from streamfuse.priors.process import ProcessExtractor
+
+    extractor = ProcessExtractor(tiny_config(tmp_path), "test", threads=1)
+    extractor.pause()
+    assert _state(extractor.pid) == "T"
+    started = time.monotonic()
+    extractor.close()
+    assert time.monotonic() - started < 5.0
+    assert not Path(f"/proc/{extractor.pid}").exists() or _state(extractor.pid) in "ZX"
+
+
+def test_a_prior_process_dies_with_the_process_that_started_it(tmp_path):
+    """Even stopped (paused by the frame loop), it is never left behind a crash."""
+    script = (f"import os, sys; sys.path.insert(0, {str(REPO / 'tests')!r});"
+              "from pathlib import Path; from test_priors import tiny_config;"
+              "from streamfuse.priors.process import ProcessExtractor;"
+              f"e = ProcessExtractor(tiny_config(Path({str(tmp_path)!r})), 'test', threads=1); e.pause();"
+              "print(e.pid, flush=True); os._exit(9)")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO)
+    pid = int(proc.stdout.split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and _state(pid) not in "ZX":
+        time.sleep(0.05)
+    assert not Path(f"/proc/{pid}").exists() or _state(pid) in "ZX", "the stopped child outlived its parent"
+
+
 def test_a_killed_prior_process_stops_the_run_with_one_line_and_keeps_the_recording(tmp_path):
     import signal
 
@@ -185,7 +245,8 @@ def test_refreshing_flat_out_keeps_the_frame_rate_on_two_cores(tmp_path):
     """The loose, non-flaky form of the benchmark's claim (see docs/benchmarks.md): a real-size
     CLIP ViT-B/32 + DINO ViT-S/16 refreshing back to back beside a 25 fps rig."""
     small = PriorConfig(clip=ClipConfig(model="ViT-B-32", weights="random"),
-                        dino=DinoConfig(weights="random"), every_frames=1, threads=2)
+                        dino=DinoConfig(weights="random"), every_frames=1, threads=2,
+                        yield_to_frames=False)  # SCHED_IDLE's claim; yielding is tested above
     off = run(demo_rig(None), max_frames=100)
     on = run(demo_rig(small), max_frames=100)
     assert on.prior_refreshes >= 1  # SCHED_IDLE: how many depends on the cycles others leave

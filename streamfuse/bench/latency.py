@@ -6,8 +6,9 @@ exposure (its capture time) to the end of its write into the recording, p50, p95
 the same to the moment the fused frame was handed to the sinks; the fuse stage's p50 and
 p99; and the frames skipped because the loop was behind. Four runs: no priors, and priors
 (random weights of the real CLIP/DINO architectures, same cost as pretrained ones) in their
-own process in SCHED_IDLE (the default), and in a thread of the frame loop's process in
-SCHED_IDLE and with `nice`; the fuse p99 of a run with priors is also given
+own process in SCHED_IDLE stopped while the frame loop works (the default), the same process
+left running (`yield_to_frames: false`), and in a thread of the frame loop's process in
+SCHED_IDLE; the fuse p99 of a run with priors is also given
 as a ratio of the no-prior run's (the thread budget's promise is at most 1.10). With `busy`,
 each run is repeated with a CPU-bound process beside it (another program on the same cores).
 """
@@ -29,9 +30,10 @@ from streamfuse.sinks import Mp4SinkConfig
 
 #: The prior configuration of the runs with priors (bench.priors.CONFIGS).
 PRIOR_CONFIG = "small"
-#: The runs with priors: (name, priors.isolation, priors.schedule); the first is the default.
-PRIOR_RUNS = (("priors process", "process", "idle"), ("priors thread idle", "thread", "idle"),
-              ("priors thread nice", "thread", "nice"))
+#: The runs with priors: (name, priors.isolation, priors.yield_to_frames); the first is the
+#: default. (A thread at nice 10 did no better than one in SCHED_IDLE: docs/benchmarks.md.)
+PRIOR_RUNS = (("priors process", "process", True), ("priors process running", "process", False),
+              ("priors thread idle", "thread", False))
 #: The most the default priors may raise the fuse stage's p99 (the thread budget's promise).
 MAX_PRIOR_RATIO = 1.10
 #: The goal for exposure-to-sink p99: two frame periods.
@@ -74,8 +76,8 @@ def latency_round(rig: RigConfig, mode: str, seconds: float, fps: float = 30.0, 
     if priors:
         from streamfuse.bench.priors import random_config
 
-        configs.update({name: random_config(PRIOR_CONFIG, isolation=iso, schedule=sched)
-                        for name, iso, sched in PRIOR_RUNS})
+        configs.update({name: random_config(PRIOR_CONFIG, isolation=iso, yield_to_frames=yields)
+                        for name, iso, yields in PRIOR_RUNS})
     runs: dict[str, list[RunReport]] = {}
     with tempfile.TemporaryDirectory(prefix="streamfuse-latency-") as tmp:
         base = paced(rig.with_mode(mode), fps, Path(tmp) / "bench.mp4")
@@ -113,12 +115,12 @@ def format_round(rig: RigConfig, mode: str, fps: float, seconds: float, runs: di
     lines = [f"paced latency (+busy: a CPU-bound process beside): rig {rig.name} at {fps:g} fps (both cameras, wall clock), mode {mode}, {seconds:g} s "
              f"per run, recording to MP4; priors {PRIOR_CONFIG} with random weights, every "
              f"{_every(runs)} frames; medians over {rounds} interleaved round(s)",
-             f"  {'run':<24}{'fps':>6}{'->mp4 p50':>11}{'p95':>7}{'p99':>7}{'->fused p99':>13}"
+             f"  {'run':<30}{'fps':>6}{'->mp4 p50':>11}{'p95':>7}{'p99':>7}{'->fused p99':>13}"
              f"{'fuse p50':>10}{'p99':>7}{'of none':>9}{'skipped':>9}{'refreshes':>11}   (ms)"]
     rows = {name: _row(reps, runs["no priors" + (" +busy" if name.endswith("+busy") else "")])
             for name, reps in runs.items()}
     for name, r in rows.items():
-        lines.append(f"  {name:<24}{r['fps']:>6.1f}{r['p50']:>11.1f}{r['p95']:>7.1f}{r['p99']:>7.1f}"
+        lines.append(f"  {name:<30}{r['fps']:>6.1f}{r['p50']:>11.1f}{r['p95']:>7.1f}{r['p99']:>7.1f}"
                      f"{r['fused p99']:>13.1f}{r['fuse p50']:>10.2f}{r['fuse p99']:>7.2f}"
                      f"{r['of none']:>9.2f}{r['skipped']:>9g}{r['refreshes']:>11g}")
     worst = max(r["p99"] for n, r in rows.items() if "busy" not in n)

@@ -78,6 +78,10 @@ class PromptConfig:
         check_range("weight", self.weight, 0.0, 1.0)
 
 
+#: Up to this many cores the prior process yields to the frame loop by default (`yield_to_frames`).
+YIELD_CORES = 2
+
+
 @dataclass(frozen=True)
 class PriorConfig:
     """Semantic priors (rig key `priors`): a section present turns them on.
@@ -103,6 +107,12 @@ class PriorConfig:
         isolation: process (the default): the models run in a child process (its own
             interpreter lock, the whole process in SCHED_IDLE; `priors.process`); thread: in
             the worker thread of the frame loop's process (the lock is shared; for debugging).
+        yield_to_frames: with isolation process, true: the prior process is stopped while
+            the frame loop works on a pair and runs only while it waits for the next, so a
+            refresh never shares the machine with the fusion (refreshes take longer: they get
+            only the time between frames); false: it runs whenever its schedule lets it; null
+            (the default): true on up to YIELD_CORES cores, where the fusion and the prior
+            would share the whole machine, false on more.
         device: `cpu`, or `cuda` for the worker's models.
         offline: true (the default): a run never downloads, and a weight that is not on disk
             is an error naming `streamfuse models fetch RIG`; false: a run first downloads
@@ -124,6 +134,7 @@ class PriorConfig:
     schedule: Literal["idle", "nice"] = "idle"
     nice: int = 10
     isolation: Literal["process", "thread"] = "process"
+    yield_to_frames: bool | None = None
     device: Literal["cpu", "cuda"] = "cpu"
     offline: bool = True
     cache_dir: Path | None = None
@@ -144,6 +155,10 @@ class PriorConfig:
         if not (self.every_frames or self.max_age_s or self.scene_change):
             raise ValueError("every_frames: set every_frames, max_age_s or scene_change, "
                              "or the prior is computed only once")
+
+    def yields(self, cores: int) -> bool:
+        """Whether the prior process is stopped while the frame loop works, on `cores` cores."""
+        return self.yield_to_frames if self.yield_to_frames is not None else cores <= YIELD_CORES
 
     def describe(self) -> str:
         """One line for `streamfuse check`: the models and the prompts."""

@@ -16,13 +16,24 @@ stdout and stderr stay the parent's, for warnings). The parent first sends (Prio
 path, torch threads); the child answers ("ready", how it is scheduled) or ("usage" | "error",
 one line) once its models are loaded; then each ("extract", ir, vis, t_ns, index, reason) is
 answered with ("prior", Prior) or ("error", one line), and ("stop",) ends it.
+
+Between frames only (`priors.yield_to_frames`, the default): the frame loop stops the child
+(SIGSTOP) while it works on a pair and continues it (SIGCONT) when it waits for the next, so a
+refresh runs only in the time the frame loop leaves. SCHED_IDLE alone already keeps the child
+off a core the frame loop wants, but not off the other core, whose caches, memory bandwidth
+and (on a virtual machine) physical core the frame loop shares; stopped, it takes none of
+them. A stopped child ignores everything but SIGKILL, so `close()` continues it first, and
+the child asks the kernel to kill it if the frame loop's process dies (PR_SET_PDEATHSIG),
+so it is never left stopped behind a crash.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -57,6 +68,9 @@ class ProcessExtractor:
         os.close(child_writes)
         self._send = Connection(parent_writes, readable=False)
         self._recv = Connection(parent_reads, writable=False)
+        self._held = False
+        self._closed = False
+        self._lock = threading.Lock()  # pause/resume (frame loop) against close (shutdown)
         #: The child's process id (for tests and for anyone looking at `ps`).
         self.pid = self._proc.pid
         self._send.send((cfg, str(rig_path), threads))
@@ -81,9 +95,46 @@ class ProcessExtractor:
             raise RuntimeFailure(payload)  # the child's one line, as a thread's error would read
         return payload
 
+    def pause(self) -> None:
+        """Stop the child where it is (SIGSTOP) until `resume()`; nothing once closed. Returns
+        once it has stopped (a signal is delivered asynchronously; microseconds here)."""
+        with self._lock:
+            if not self._closed and not self._held and self._signal(signal.SIGSTOP):
+                self._held = True
+                self._wait_stopped()
+
+    def _wait_stopped(self) -> None:
+        try:
+            pid, status = os.waitpid(self._proc.pid, os.WUNTRACED)
+        except ChildProcessError:  # already reaped
+            self._held = False
+            return
+        if pid and not os.WIFSTOPPED(status):  # it died meanwhile: keep its exit code for close()
+            self._proc.returncode = os.waitstatus_to_exitcode(status)
+            self._held = False
+
+    def resume(self) -> None:
+        """Continue a child that `pause()` stopped."""
+        with self._lock:
+            if self._held:
+                self._signal(signal.SIGCONT)
+                self._held = False
+
+    def _signal(self, sig: int) -> bool:
+        try:
+            os.kill(self._proc.pid, sig)
+        except ProcessLookupError:  # it died: the next request says so
+            return False
+        return True
+
     def close(self) -> None:
         """End the child: asked to stop, it ends between refreshes; one in the middle of a
         refresh is terminated after STOP_GRACE_S (it holds nothing that needs saving)."""
+        with self._lock:
+            self._closed = True
+            if self._held:  # a stopped process would see neither the message nor SIGTERM
+                self._signal(signal.SIGCONT)
+                self._held = False
         try:
             self._send.send(("stop",))
         except OSError:
@@ -117,6 +168,7 @@ def serve(requests: Connection, answers: Connection) -> None:
 
     # Ctrl-C reaches the whole process group; the parent decides when this process ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
     cfg, rig_path, threads = requests.recv()
     scheduled = _lower_process(cfg)
     try:
@@ -145,6 +197,23 @@ def serve(requests: Connection, answers: Connection) -> None:
             answers.send(("prior", extract(ir, vis, t_ns=t_ns, index=index, reason=reason)))
         except Exception as exc:
             answers.send(("error", one_line(exc)))
+
+
+#: prctl(2) option: the signal this process gets when its parent ends.
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """SIGKILL this process when the frame loop's process ends, even while it is stopped by
+    `pause()` (SIGKILL is the one signal a stopped process still acts on). Linux only; where
+    prctl is missing, the pipe's EOF still ends a child that is not stopped."""
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(0)
 
 
 def _lower_process(cfg: PriorConfig) -> str:

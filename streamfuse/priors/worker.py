@@ -17,6 +17,7 @@ a small CPU it takes the cycles the frame loop leaves and not the ones it needs.
 from __future__ import annotations
 
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -124,7 +125,8 @@ class PriorWorker:
         self.reasons: collections.Counter[str] = collections.Counter()
         #: time.monotonic() of each publication (the most recent ones), for intervals.
         self.published_at: collections.deque[float] = collections.deque(maxlen=TIMING_HISTORY)
-        self._extract = extract
+        #: What computes the priors (`extract`; the stage's `holding()` pauses a process's).
+        self.extractor = extract
         self._threads = threads
         self._nice = nice
         self._schedule = schedule
@@ -161,7 +163,7 @@ class PriorWorker:
         at once, since a refresh nobody will use is not worth waiting for."""
         self._stop.set()
         self._slot.close()
-        close = getattr(self._extract, "close", None)
+        close = getattr(self.extractor, "close", None)
         if close is not None:
             close()
         if self._thread.is_alive():
@@ -174,7 +176,7 @@ class PriorWorker:
                 self.scheduled = lower_this_thread(self._schedule, self._nice)
                 _set_torch_threads(self._threads or budget.current().prior_threads)
             else:
-                self.scheduled = getattr(self._extract, "scheduled", "own process")
+                self.scheduled = getattr(self.extractor, "scheduled", "own process")
             while not self._stop.is_set():
                 try:
                     offer = self._slot.get()
@@ -190,7 +192,7 @@ class PriorWorker:
                 self._error = exc
 
     def _refresh(self, offer: Offer, reason: str) -> None:
-        prior = self._extract(offer.ir, offer.vis, t_ns=offer.t_ns, index=offer.index, reason=reason)
+        prior = self.extractor(offer.ir, offer.vis, t_ns=offer.t_ns, index=offer.index, reason=reason)
         self.policy.refreshed(offer)
         self.refresh_time.add(prior.refresh_s)
         self.reasons[reason] += 1
@@ -217,8 +219,11 @@ class PriorFigures:
 class PriorStage:
     """The pipeline's handle on the priors, used from the main thread only."""
 
-    def __init__(self, worker: PriorWorker):
+    def __init__(self, worker: PriorWorker, yield_to_frames: bool = False):
+        """`yield_to_frames`: `holding()` pauses the worker's extractor (a `ProcessExtractor`:
+        its child process) while the frame loop works on a pair."""
         self.worker = worker
+        self._pausable = getattr(worker.extractor, "pause", None) is not None and yield_to_frames
         self.age = StageTimer("prior age")
         #: Age (s, capture time) of the prior used for the last frame; None before the first.
         self.age_s: float | None = None
@@ -239,6 +244,19 @@ class PriorStage:
         return PriorFigures(self.worker.refresh_time.count, dict(self.worker.reasons), self.age_s,
                             tuple(self.worker.published_at),
                             None if latest is None else (latest.reason, latest.index))
+
+    @contextlib.contextmanager
+    def holding(self):
+        """The frame loop's work on one pair: the prior process is stopped for its length
+        (with `yield_to_frames`; otherwise nothing happens)."""
+        if not self._pausable:
+            yield
+            return
+        self.worker.extractor.pause()
+        try:
+            yield
+        finally:
+            self.worker.extractor.resume()
 
     def step(self, ir: np.ndarray, vis: Frame, index: int) -> Prior | None:
         """Offer this frame's registered pair; return the prior to fuse it with (never waits)."""
@@ -262,7 +280,7 @@ def open_priors(cfg: PriorConfig, rig_path: Path | str) -> PriorStage:
         from streamfuse.priors.process import ProcessExtractor
 
         extractor = ProcessExtractor(cfg, rig_path, threads=cfg.threads or budget.current().prior_threads)
-        return PriorStage(PriorWorker(extractor, policy, in_thread=False))
+        return PriorStage(PriorWorker(extractor, policy, in_thread=False), yield_to_frames=cfg.yields(budget.current().cores))
     from streamfuse.priors.extractor import build_extractor
 
     extractor = build_extractor(cfg, rig_path)
