@@ -200,9 +200,18 @@ def test_the_prior_process_is_stopped_while_the_frame_loop_works_on_a_pair(tmp_p
 def test_closing_a_paused_prior_process_ends_it(tmp_path):
     from streamfuse.priors.process import ProcessExtractor
 
+    import signal
+
     extractor = ProcessExtractor(tiny_config(tmp_path), "test", threads=1)
     extractor.pause()
     assert _state(extractor.pid) == "T"
+    extractor.resume()
+    assert _state(extractor.pid) != "T"
+    os.kill(extractor.pid, signal.SIGSTOP)  # stopped by someone else: pause() must not wait for news
+    time.sleep(0.2)
+    started = time.monotonic()
+    extractor.pause()
+    assert time.monotonic() - started < 1.0
     started = time.monotonic()
     extractor.close()
     assert time.monotonic() - started < 5.0

@@ -34,6 +34,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -46,6 +47,8 @@ from streamfuse.priors.prior import Prior
 #: How long loading the models may take in the child (ViT-B/16 from disk: a few seconds;
 #: first use of a hub cache or a cold disk: more).
 LOAD_TIMEOUT_S = 300.0
+#: How long `pause()` waits for the child to report that it stopped (it takes microseconds).
+STOP_WAIT_S = 0.02
 #: How long stopping waits for the child to end by itself, then after SIGTERM.
 STOP_GRACE_S = 0.5
 
@@ -104,14 +107,21 @@ class ProcessExtractor:
                 self._wait_stopped()
 
     def _wait_stopped(self) -> None:
-        try:
-            pid, status = os.waitpid(self._proc.pid, os.WUNTRACED)
-        except ChildProcessError:  # already reaped
-            self._held = False
-            return
-        if pid and not os.WIFSTOPPED(status):  # it died meanwhile: keep its exit code for close()
-            self._proc.returncode = os.waitstatus_to_exitcode(status)
-            self._held = False
+        """Until the child reports stopped, at most STOP_WAIT_S (a child already stopped by
+        someone else reports nothing new, and the frame loop must not wait for it)."""
+        deadline = time.monotonic() + STOP_WAIT_S
+        while True:
+            try:
+                pid, status = os.waitpid(self._proc.pid, os.WUNTRACED | os.WNOHANG)
+            except ChildProcessError:  # already reaped
+                self._held = False
+                return
+            if pid and not os.WIFSTOPPED(status):  # it died meanwhile: keep its exit code for close()
+                self._proc.returncode = os.waitstatus_to_exitcode(status)
+                self._held = False
+            if pid or time.monotonic() > deadline:
+                return
+            time.sleep(0.0001)
 
     def resume(self) -> None:
         """Continue a child that `pause()` stopped."""
