@@ -322,6 +322,8 @@ def _pool2(x: np.ndarray) -> np.ndarray:
         x = np.pad(x, ((0, 0), (0, h % 2), (0, w % 2)))
     count = np.ones((h, w), np.float32)
     count = np.pad(count, ((0, h % 2), (0, w % 2)))
-    hh, ww = x.shape[1] // 2, x.shape[2] // 2
-    total = x.reshape(c, hh, 2, ww, 2).sum(axis=(2, 4))
-    return (total / count.reshape(hh, 2, ww, 2).sum(axis=(1, 3))).astype(np.float32)
+    # Four strided adds: a sum over the axes of a (c, hh, 2, ww, 2) view walks it element by
+    # element, about 10x slower at 6 x 128 x 160.
+    total = x[:, 0::2, 0::2] + x[:, 1::2, 0::2] + x[:, 0::2, 1::2] + x[:, 1::2, 1::2]
+    cells = count[0::2, 0::2] + count[1::2, 0::2] + count[0::2, 1::2] + count[1::2, 1::2]
+    return (total / cells).astype(np.float32)
