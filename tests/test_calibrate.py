@@ -361,6 +361,22 @@ def test_live_refinement_keeps_the_mapping_when_not_confident():
     np.testing.assert_allclose(registrar.H_vis_from_ir, H_TRUE / H_TRUE[2, 2])
 
 
+def test_live_refinement_does_not_apply_a_small_held_back_gain_that_would_make_a_good_mapping_worse():
+    # Started at the best homography, the estimator accepts a move on this pair (held-back edge
+    # correlation +0.02) that takes it from 1.6 to 7.5 px: live refinement must keep the mapping.
+    folder = data_path("registration", "roadscene_superfusion_warp")
+    ir, vis, best, epe = report.superfusion_item(folder, "FLIR_05872")
+    size = (vis.shape[1], vis.shape[0])
+    registrar = Registrar(best, size, size)
+    refiner = LiveRefiner(registrar, every_s=60, min_confidence=0.3, max_px=10)
+    refiner.offer(ir, vis)
+    assert wait_for(lambda: refiner.applied + refiner.rejected > 0)
+    assert refiner.stop() and refiner.rejected == 1 and refiner.applied == 0
+    assert refiner.last.accepted and refiner.last.gain[1] < refiner.min_edge_gain
+    assert epe(refiner.last.H_vis_from_ir) > epe(best) + 1   # what it would have applied: worse
+    np.testing.assert_allclose(registrar.H_vis_from_ir, best / best[2, 2])
+
+
 def test_a_rig_with_refinement_runs_and_stops_its_worker(tmp_path):
     text = demo_rig_text()
     (tmp_path / "r.yaml").write_text(text + "registration: {backend: cpu, refine: true, refine_every_s: 0.5}\n")

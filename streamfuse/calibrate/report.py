@@ -49,7 +49,7 @@ def spoiled_board_pairs(views: int, seed: int = 0, shift_px: float = 6.0) -> lis
     return pairs
 
 
-def _superfusion_item(folder: Path, name: str):
+def superfusion_item(folder: Path, name: str):
     """(IR, visible, best single H_vis_from_ir, EPE of a mapping) of one item of a SuperFusion
     set (see its SOURCE.md: ir_warped(q) shows the visible content at q + disp(q), so the true
     mapping sends q to q + disp(q)); EPE in pixels, the mean over every visible pixel."""
@@ -72,7 +72,7 @@ def superfusion_epe(folder: Path, name: str) -> tuple[float, float, float, bool,
     """(EPE before, after target-free registration, of the best homography, accepted, seconds)
     for one item of a SuperFusion set. A refused estimate keeps the start, so it counts as
     uncorrected."""
-    ir, vis, best, epe = _superfusion_item(folder, name)
+    ir, vis, best, epe = superfusion_item(folder, name)
     t = time.perf_counter()
     estimate = targetfree.estimate(ir, vis, np.eye(3))
     seconds = time.perf_counter() - t
@@ -84,7 +84,7 @@ def superfusion_floor(folder: Path, name: str) -> tuple[float, bool]:
     the images' shared structure, as the estimator sees it, puts the optimum. Far from the best
     homography's EPE means the data's ground truth and its content disagree (or the similarity
     is biased), and no better search can close that gap."""
-    ir, vis, best, epe = _superfusion_item(folder, name)
+    ir, vis, best, epe = superfusion_item(folder, name)
     estimate = targetfree.estimate(ir, vis, best, near_px=5.0)
     return epe(estimate.H_vis_from_ir if estimate.accepted else best), estimate.accepted
 
