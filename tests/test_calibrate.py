@@ -23,7 +23,7 @@ from streamfuse.capture.synthetic import synthetic_H_vis_from_ir
 from streamfuse.cli import main
 from streamfuse.errors import RigError, UsageError
 from streamfuse.pipeline import run
-from streamfuse.register import targetfree
+from streamfuse.register import crossmodal, targetfree
 from streamfuse.register.calibration import load_calibration, write_calibration
 from streamfuse.register.geometry import apply_homography, corner_rms
 from streamfuse.register.refine import LiveRefiner
@@ -306,6 +306,29 @@ def test_a_refused_pair_says_why_and_keeps_the_start():
     np.testing.assert_allclose(estimate.H_vis_from_ir, start)
 
 
+@pytest.mark.parametrize("nmi,edges,spread,why", [
+    ((1.05, 1.04), (0.30, 0.35), 1.0, "held-back"),      # one held-back similarity fell
+    ((1.05, 1.06), (0.30, 0.29), 1.0, "held-back"),      # the other fell
+    ((1.05, 1.06), (0.05, 0.10), 1.0, "structure"),      # too little shared structure
+    ((1.05, 1.06), (0.30, 0.35), 9.0, "ambiguous"),      # the two starts disagree
+])
+def test_a_fit_not_better_on_held_back_measures_is_refused_with_what_to_try(nmi, edges, spread, why):
+    start = np.array([[1, 0, 5.0], [0, 1, 3.0], [0, 0, 1]])
+    fit = crossmodal.Fit(np.array([[1.01, 0, -2.0], [0, 1.01, 1.0], [0, 0, 1]]), 0.5, nmi, edges, spread)
+    estimate = targetfree.judge(fit, start)
+    assert not estimate.accepted and estimate.confidence == 0 and why in estimate.reason
+    assert "--init" in estimate.reason or "scene with" in estimate.reason   # says what to try
+    np.testing.assert_allclose(estimate.H_vis_from_ir, start)   # a refused pair keeps its start
+
+
+def test_a_fit_better_on_both_held_back_measures_is_accepted():
+    H = np.array([[1.01, 0, -2.0], [0, 1.01, 1.0], [0, 0, 1]])
+    estimate = targetfree.judge(crossmodal.Fit(H, 0.5, (1.05, 1.06), (0.30, 0.35), 1.0), np.eye(3))
+    assert estimate.accepted and estimate.confidence == 0.5 and estimate.reason == ""
+    np.testing.assert_allclose(estimate.H_vis_from_ir, H)
+    assert estimate.gain == pytest.approx((0.01, 0.05))
+
+
 # --- Live refinement --------------------------------------------------------------------------------
 
 def wait_for(condition, timeout=30.0):
@@ -336,6 +359,22 @@ def test_live_refinement_keeps_the_mapping_when_not_confident():
     assert wait_for(lambda: refiner.applied + refiner.rejected > 0)
     assert refiner.rejected == 1 and refiner.applied == 0 and refiner.stop()
     np.testing.assert_allclose(registrar.H_vis_from_ir, H_TRUE / H_TRUE[2, 2])
+
+
+def test_live_refinement_does_not_apply_a_small_held_back_gain_that_would_make_a_good_mapping_worse():
+    # Started at the best homography, the estimator accepts a move on this pair (held-back edge
+    # correlation +0.02) that takes it from 1.6 to 7.5 px: live refinement must keep the mapping.
+    folder = data_path("registration", "roadscene_superfusion_warp")
+    ir, vis, best, epe = report.superfusion_item(folder, "FLIR_05872")
+    size = (vis.shape[1], vis.shape[0])
+    registrar = Registrar(best, size, size)
+    refiner = LiveRefiner(registrar, every_s=60, min_confidence=0.3, max_px=10)
+    refiner.offer(ir, vis)
+    assert wait_for(lambda: refiner.applied + refiner.rejected > 0)
+    assert refiner.stop() and refiner.rejected == 1 and refiner.applied == 0
+    assert refiner.last.accepted and refiner.last.gain[1] < refiner.min_edge_gain
+    assert epe(refiner.last.H_vis_from_ir) > epe(best) + 1   # what it would have applied: worse
+    np.testing.assert_allclose(registrar.H_vis_from_ir, best / best[2, 2])
 
 
 def test_a_rig_with_refinement_runs_and_stops_its_worker(tmp_path):
