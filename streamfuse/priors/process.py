@@ -17,7 +17,7 @@ path, torch threads); the child answers ("ready", how it is scheduled) or ("usag
 one line) once its models are loaded; then each ("extract", ir, vis, t_ns, index, reason) is
 answered with ("prior", Prior) or ("error", one line), and ("stop",) ends it.
 
-Between frames only (`priors.yield_to_frames`, the default): the frame loop stops the child
+Between frames only (`priors.yield_to_frames`, by default on up to 2 cores): the frame loop stops the child
 (SIGSTOP) while it works on a pair and continues it (SIGCONT) when it waits for the next, so a
 refresh runs only in the time the frame loop leaves. SCHED_IDLE alone already keeps the child
 off a core the frame loop wants, but not off the other core, whose caches, memory bandwidth
