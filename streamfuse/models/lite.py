@@ -317,7 +317,7 @@ def _conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, dilation: int)
 
 def _pool2(x: np.ndarray) -> np.ndarray:
     """torch's avg_pool2d(x, 2, ceil_mode=True): 2x2 means, an odd last row/column alone."""
-    c, h, w = x.shape
+    _, h, w = x.shape
     if h % 2 or w % 2:
         x = np.pad(x, ((0, 0), (0, h % 2), (0, w % 2)))
     count = np.ones((h, w), np.float32)
