@@ -7,10 +7,10 @@ due (every `every_s` seconds) and the worker is idle; then it copies the pair in
 mailbox. The worker thread runs the target-free estimator (targetfree.py: direct cross-modal
 refinement around the mapping in effect, within `max_px`, about a second on a 2-core CPU) and
 hands the result to `Registrar.refine_to` only when the estimator accepted it (better than the
-mapping in effect on held-back similarities, so a correction never makes the alignment worse),
-it is confident enough, raised the held-back edge correlation by at least MIN_EDGE_GAIN (a
-small rise from a good mapping is noise, and the move often a worse one) and moves the IR
-frame's corners by at most `max_px`; the main loop applies it at its next frame. Nothing here touches the GPU.
+mapping in effect on held-back similarities, by more than their noise: targetfree.MIN_EDGE_GAIN,
+so a correction never makes the alignment worse),
+it is confident enough and moves the IR frame's corners by at most `max_px`; the main loop
+applies it at its next frame. Nothing here touches the GPU.
 """
 from __future__ import annotations
 
@@ -29,12 +29,6 @@ log = logging.getLogger(__name__)
 
 #: Seconds `stop` waits for an estimate in progress to finish.
 STOP_TIMEOUT_S = 5.0
-#: Least rise of the held-back edge correlation (targetfree.Alignment.gain[1]) of a correction
-#: applied live. The mapping in effect is usually good, and there a move that raises the
-#: held-back measures only a little is within their noise: started at the best homography of
-#: the shared SuperFusion pairs, the estimator's accepted moves (which made 12 of 22 pairs
-#: 0.5-7 px worse) rose it by 0.006-0.035; corrections of a 5 px drift that helped, mostly by 0.07-0.17.
-MIN_EDGE_GAIN = 0.04
 
 
 class LiveRefiner:
@@ -45,11 +39,9 @@ class LiveRefiner:
         last: the latest estimate (targetfree.Alignment), or None.
     """
 
-    def __init__(self, registrar, every_s: float, min_confidence: float, max_px: float,
-                 min_edge_gain: float = MIN_EDGE_GAIN):
+    def __init__(self, registrar, every_s: float, min_confidence: float, max_px: float):
         self._registrar = registrar
         self.every_s, self.min_confidence, self.max_px = every_s, min_confidence, max_px
-        self.min_edge_gain = min_edge_gain
         self.applied = self.rejected = 0
         self.last: targetfree.Alignment | None = None
         self._mailbox: tuple[np.ndarray, np.ndarray] | None = None
@@ -115,13 +107,10 @@ class LiveRefiner:
             return
         self.last = estimate
         moved = corner_rms(estimate.H_vis_from_ir, current, self._registrar.ir_size)
-        small_gain = estimate.accepted and estimate.gain[1] < self.min_edge_gain
-        if not estimate.accepted or estimate.confidence < self.min_confidence or moved > self.max_px or small_gain:
+        if not estimate.accepted or estimate.confidence < self.min_confidence or moved > self.max_px:
             self.rejected += 1
-            why = estimate.reason or (f"held-back edge correlation rose only {estimate.gain[1]:+.3f} "
-                                      f"(< {self.min_edge_gain})" if small_gain else "")
             log.info("registration refinement: kept the mapping (confidence %.2f, would move %.1f px%s)",
-                     estimate.confidence, moved, f"; {why}" if why else "")
+                     estimate.confidence, moved, f"; {estimate.reason}" if estimate.reason else "")
             return
         if not self._registrar.refine_to(estimate.H_vis_from_ir, current):
             return   # the distance changed meanwhile: the next estimate starts from the new one
