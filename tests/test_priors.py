@@ -55,7 +55,7 @@ def tiny_config(folder: Path, **overrides) -> PriorConfig:
     """Random tiny CLIP (open_clip config file) + timm's test_vit: the real loading code paths.
     Scheduled at normal priority: tests of the refresh cadence must not depend on a shared
     machine having idle cycles (SCHED_IDLE, the default, is tested on its own), nor on the time
-    between frames (`yield_to_frames`, the default, also tested on its own)."""
+    between frames (`yield_to_frames`, the default on 2 cores, also tested on its own)."""
     fields = dict(clip=ClipConfig(model=str(tiny_clip_file(folder)), weights="random", layer=-2),
                   dino=DinoConfig(model="test_vit", weights="random"), size=64, schedule="nice", nice=0,
                   yield_to_frames=False)
