@@ -50,7 +50,7 @@ EDGE_SIGMA = 1.0
 MIN_EDGE_CORRELATION = 0.15
 #: Least rise of the held-back edge correlation over a given start for an estimate to replace
 #: it. Started at the best homography of the shared SuperFusion pairs, the estimator's moves
-#: (which made 13 of 22 pairs 0.5-6 px worse) rose it by 0.006-0.035: the measure's noise
+#: (which made 13 of 22 pairs 0.5-7 px worse) rose it by 0.006-0.035: the measure's noise
 #: around a good mapping. Real corrections of those pairs from no correction rose it by
 #: 0.108-0.323, and of a 5 px drift mostly by 0.07-0.17 (docs/benchmarks.md).
 MIN_EDGE_GAIN = 0.04
