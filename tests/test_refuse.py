@@ -137,3 +137,33 @@ def test_a_rig_file_gives_the_jobs_its_settings(tmp_path):
     assert wrong.returncode == 1  # 640x480 cameras against a calibration for 640x512: that job fails, and says why
     summary = json.loads((tmp_path / "again" / "summary.json").read_text())
     assert "calibrate for these cameras or fix the sizes" in summary["inputs"][0]["errors"][0]
+
+
+def test_work_folders_survive_other_jobs_ending_beside_them(tmp_path):
+    """Jobs in several workers share OUT_DIR/.refuse-work; one that ends removes it when empty,
+    which once happened between another job creating it and creating its own folder in it."""
+    import threading
+
+    from streamfuse.refuse.inputs import Input
+    from streamfuse.refuse.job import JobSpec, make_work_folder, remove_work_folder
+
+    errors: list[str] = []
+
+    def jobs(name: str) -> None:
+        spec = JobSpec(Input(name=name, kind="clip", path=tmp_path, ir=tmp_path, vis=tmp_path), tmp_path)
+        for _ in range(2000):
+            try:
+                work = make_work_folder(spec)
+                assert work.is_dir() and work.parent.name == ".refuse-work"
+                remove_work_folder(work)
+            except (OSError, AssertionError) as exc:
+                errors.append(repr(exc))
+                return
+
+    threads = [threading.Thread(target=jobs, args=(name,)) for name in "abc"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert not (tmp_path / ".refuse-work").exists()

@@ -102,7 +102,7 @@ def run_job(spec: JobSpec, progress: Callable[[str, int], None] | None = None) -
     if done is not None:
         return done
     started = time.monotonic()
-    work = _work_folder(spec)
+    work = make_work_folder(spec)
     try:
         rig = build_rig(spec, work)
         on_progress = (lambda report: progress(spec.item.name, report.frames)) if progress else None
@@ -125,11 +125,7 @@ def run_job(spec: JobSpec, progress: Callable[[str, int], None] | None = None) -
     except Exception as exc:  # a bug met by one input must not stop the other jobs
         return JobResult.failed(spec, f"{type(exc).__name__}: {exc}", started)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
-        try:
-            work.parent.rmdir()  # the last job out leaves no work folder behind
-        except OSError:
-            pass
+        remove_work_folder(work)
 
 
 def build_rig(spec: JobSpec, work: Path) -> RigConfig:
@@ -209,15 +205,35 @@ def _rig_data(spec: JobSpec, work: Path, video: Path) -> dict:
     return data
 
 
-def _work_folder(spec: JobSpec) -> Path:
-    """A new folder for this attempt's files; what an earlier, killed attempt left is removed."""
+def make_work_folder(spec: JobSpec) -> Path:
+    """A new folder for this attempt's files; what an earlier, killed attempt left is removed.
+
+    Safe beside other workers' jobs in the same OUT_DIR: a job that ends removes the shared
+    parent when it is empty (`remove_work_folder`), which may happen between our creating the
+    parent and our folder in it; then we create both again."""
     root = spec.out_dir / WORK_FOLDER
-    root.mkdir(exist_ok=True)
-    for stale in root.glob(f"{spec.item.name}-*"):
-        shutil.rmtree(stale, ignore_errors=True)
     work = root / f"{spec.item.name}-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
-    return work
+    for _ in range(100):  # each retry means another job emptied the parent just now
+        try:
+            root.mkdir(exist_ok=True)
+            for stale in root.glob(f"{spec.item.name}-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+            work.mkdir()
+            return work
+        except (FileNotFoundError, FileExistsError):  # FileExistsError: the parent went during mkdir
+            if work.is_dir():
+                return work
+    raise RuntimeFailure(f"{root}: could not create a work folder (it keeps disappearing); "
+                         f"is another program removing it?")
+
+
+def remove_work_folder(work: Path) -> None:
+    """Remove one attempt's folder, and the shared parent when no other job's folder is left."""
+    shutil.rmtree(work, ignore_errors=True)
+    try:
+        work.parent.rmdir()  # fails while another job's folder is in it, as it should
+    except OSError:
+        pass
 
 
 def write_atomic(path: Path, text: str) -> None:
