@@ -17,6 +17,7 @@ from streamfuse.models import spg  # noqa: E402
 from streamfuse.priors import Prior  # noqa: E402
 from streamfuse.priors.prior import BLEND_FRAMES  # noqa: E402
 from streamfuse.thermal import ir_to_u8  # noqa: E402
+from streamfuse.train import losses as L  # noqa: E402
 from streamfuse.train import objectives  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -26,13 +27,9 @@ BF16_MEAN_TOLERANCE = {"cpu": 0.0, "cuda": 2.0}
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory):
-    """A freshly initialised net (modulation heads nudged off their zero start, so priors act),
-    saved the way `streamfuse train` writes weights; returns (path, net)."""
+    """A freshly initialised net, saved the way `streamfuse train` writes weights; returns (path, net)."""
     torch.manual_seed(0)
     net = spg.build_net().eval()
-    with torch.no_grad():
-        for head in list(net.mod_ir.heads) + list(net.mod_vis.heads):
-            head.bias.fill_(0.2)
     path = tmp_path_factory.mktemp("spg") / "spg.pt"
     torch.save({"model": net.state_dict(), "steps": 0, "config": {}}, path)
     return path, net
@@ -54,8 +51,8 @@ def _prior(seed, grid=(4, 5), dim=8):
 
 def _reference(net, ir, vis):
     """What the fuser must return on the CPU: the net's fp32 forward on the padded frame, cropped."""
-    a = torch.from_numpy(ir_to_u8(ir).astype(np.float32) / 255.0)[None, None]
-    b = torch.from_numpy(vis.astype(np.float32) / 255.0).permute(2, 0, 1)[None]
+    a = torch.from_numpy(ir_to_u8(ir)).float().mul_(1.0 / 255.0)[None, None]  # the fuser's scaling, bit for bit
+    b = torch.from_numpy(vis).float().mul_(1.0 / 255.0).permute(2, 0, 1)[None]
     with torch.no_grad():
         out = net(pad_to_multiple(a, MULTIPLE), pad_to_multiple(b, MULTIPLE))[0, :, :ir.shape[0], :ir.shape[1]]
     return (out * 255.0).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
@@ -98,10 +95,11 @@ def test_modulation_is_computed_once_per_prior_and_blended_in(weights, device, m
     compute = fuser.net.modulation
     monkeypatch.setattr(fuser.net, "modulation", lambda *a: calls.append(a[-2:]) or compute(*a))
     ir, vis = _frames(61, 77)
-    plain = fuser.fuse(ir, vis).astype(int)
+    plain = [fuser.fuse(ir, vis).astype(int) for _ in range(3)][-1]
+    assert calls == [(64, 80)]  # the no-prior modulation, once per (padded) size
     first, second = _prior(1), _prior(2)
     outs = [fuser.fuse(ir, vis, first).astype(int) for _ in range(BLEND_FRAMES + 2)]
-    assert calls == [(64, 80)]  # once, at the padded size
+    assert calls == [(64, 80)] * 2  # and once per prior
     away = [np.abs(o - plain).mean() for o in outs]
     assert 0 < away[0] < away[BLEND_FRAMES - 1]  # blended in, not switched
     assert np.array_equal(outs[-1], outs[-2]) and np.array_equal(outs[-1], outs[BLEND_FRAMES - 1])
@@ -109,9 +107,9 @@ def test_modulation_is_computed_once_per_prior_and_blended_in(weights, device, m
     fuser.fuse(ir, vis, second)
     for _ in range(3):
         fuser.fuse(ir, vis, second)
-    assert len(calls) == 2
-    fuser.fuse(*_frames(40, 48), second)  # a new frame size needs its own modulation
-    assert calls[-1] == (40, 48) and len(calls) == 3
+    assert len(calls) == 3
+    fuser.fuse(*_frames(40, 48), second)  # a new frame size needs its own (and its no-prior one)
+    assert calls[-2:] == [(40, 48)] * 2 and len(calls) == 5
 
 
 def test_missing_unset_or_foreign_weights_are_one_line_usage_errors(tmp_path):
@@ -144,23 +142,6 @@ def test_config_fields_and_registry(tmp_path):
         FusionConfig(device="gpu")
 
 
-# --- prior maps -----------------------------------------------------------------------------
-
-
-def test_prior_maps_channels():
-    prior = _prior(3)
-    m_ir, m_vis = spg.prior_maps(prior)
-    assert m_ir.shape == m_vis.shape == (spg.PRIOR_CHANNELS, 4, 5) and m_ir.dtype == np.float32
-    assert m_ir.min() >= 0 and m_ir.max() <= 1
-    assert np.array_equal(m_ir[0], prior.emphasis) and np.array_equal(m_ir[1], prior.relevance["person"])
-    assert not np.array_equal(m_ir[2], m_vis[2])  # each camera's own distinctiveness
-    same = Prior(emphasis=prior.emphasis, semantic_ir=prior.semantic_ir, semantic_vis=prior.semantic_ir,
-                 global_ir=prior.global_ir, global_vis=prior.global_ir)
-    assert np.allclose(spg.prior_maps(same)[0][3], 1.0, atol=1e-5)  # both cameras mean the same
-    bare = spg.prior_maps(type("P", (), {"emphasis": np.full((3, 3), 2.0, np.float32)})())[0]
-    assert np.all(bare[0] == 1.0) and not bare[1:].any()
-
-
 # --- training losses ------------------------------------------------------------------------
 
 
@@ -178,10 +159,10 @@ def _batch(seed=0, n=2, size=32):
     return torch.from_numpy(out)
 
 
-def test_spg_losses_are_finite_and_decrease():
+def test_spg_losses_are_spgfusion_s_terms_finite_and_decrease():
     torch.manual_seed(0)
     net = spg.build_net()
-    batch = _batch()
+    batch = _batch(size=64)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     totals = []
     for _ in range(8):
@@ -196,18 +177,49 @@ def test_spg_losses_are_finite_and_decrease():
     assert np.mean(totals[-3:]) < 0.96 * totals[0]  # Adam's steps are noisy: the last few, on average
 
 
-def test_spg_losses_train_the_modulation_when_priors_are_given():
+def test_spg_losses_train_the_semantic_path_only_when_a_prior_is_given():
     torch.manual_seed(0)
     net = spg.build_net()
-    prior = torch.rand(2, spg.PRIOR_CHANNELS, 4, 4)
-    sum(objectives.spg_losses(net, _batch(), prior).values()).backward()
-    assert all(h.weight.grad is not None and h.weight.grad.abs().sum() > 0 for h in net.mod_ir.heads)
-    net.zero_grad(set_to_none=True)
-    sum(objectives.spg_losses(net, _batch(), (prior, prior.flip(1))).values()).backward()
-    assert net.mod_vis.heads[0].weight.grad.abs().sum() > 0
+    sem = torch.randn(2, spg.SEMANTIC_DIM, 4, 4)
+    sum(objectives.spg_losses(net, _batch(), (sem, sem.flip(1))).values()).backward()
+    assert all(c.shared[0].weight.grad.abs().sum() > 0 for c in net.csaf)
     net.zero_grad(set_to_none=True)
     sum(objectives.spg_losses(net, _batch()).values()).backward()
-    assert net.mod_ir.heads[0].weight.grad is None  # no prior, no modulation
+    # The no-prior input is all zeros: the semantic convs' weights get no gradient (their biases
+    # and the gamma/beta heads do), so a network trained without priors cannot learn to read one.
+    assert all(float(c.shared[0].weight.grad.abs().sum()) == 0 for c in net.csaf)
+    assert all(float(c.gamma.weight.grad.abs().sum()) > 0 for c in net.csaf)
+
+
+def test_spgfusion_loss_terms_against_their_definitions():
+    torch.manual_seed(2)
+    x = torch.rand(2, 3, 40, 40)
+    assert float(L.ssim_loss(x, x)) < 1e-6 and float(L.ssim_loss(x, 1 - x)) > 0.5
+    # Separable Gaussian SSIM equals the published 2-d window (sigma 1.5, 48 taps, valid).
+    y = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    g = torch.exp(-(torch.arange(40.0) - 20) ** 2 / (2 * 1.5 ** 2))
+    win = (g[:, None] * g[None, :] / g.sum() ** 2).expand(3, 1, 40, 40)
+    f = lambda z: torch.nn.functional.conv2d(z, win, groups=3)  # noqa: E731
+    mx, my = f(x), f(y)
+    vx, vy, cxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
+    ssim_map = ((2 * mx * my + 1e-4) * (2 * cxy + 9e-4)) / ((mx * mx + my * my + 1e-4) * (vx + vy + 9e-4))
+    assert abs(float(L.ssim_loss(x, y)) - float(1 - ssim_map.mean())) < 1e-4
+    # Adaptive intensity: a much brighter, busier visible image is the target; a mask makes it the IR.
+    vis, ir, fused = torch.full((1, 3, 24, 24), 0.9), torch.full((1, 3, 24, 24), 0.1), torch.full((1, 3, 24, 24), 0.5)
+    vis = vis + 0.05 * torch.randn_like(vis)
+    assert float(L.intensity_mask_loss(vis, ir, vis)) < 0.5 * float(L.intensity_mask_loss(vis, ir, ir))
+    assert float(L.intensity_mask_loss(vis, ir, ir, torch.ones(1, 1, 24, 24))) < 1e-9
+    assert float(L.intensity_mask_loss(vis, ir, fused, torch.ones(1, 1, 24, 24))) == pytest.approx(
+        float(L.local_mse(ir, fused).mean()))
+    # Colour: Cb/Cr of RGB; a grey image has none.
+    grey = torch.full((1, 3, 8, 8), 0.4)
+    red = grey.clone()
+    red[:, 0] = 0.9
+    assert float(L.cbcr_loss(grey, grey)) == 0 and float(L.cbcr_loss(grey, red)) == pytest.approx(0.5 * (0.168736 + 0.5))
+    # Gradient: the per-axis larger source gradient is the target.
+    ramp = torch.linspace(0, 1, 16).expand(1, 1, 16, 16).contiguous()
+    assert float(L.max_gradient_loss(ramp, torch.zeros_like(ramp), ramp)) < 1e-6
+    assert float(L.max_gradient_loss(ramp, torch.zeros_like(ramp), torch.zeros_like(ramp))) > 0.1
 
 
 # --- benchmark ------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ visible frame, as the pipeline hands them to the fuser):
     lite fuse          the registered `lite` Fuser, whole frame in, BGR uint8 out (CPU, no torch)
     gff fuse           guided-filter fusion (`quality.references`), the same frames: the
                        classical method lite is measured against; the report ends with lite / gff
-    spg forward        the spg network's forward alone, modulation off (random weights: the cost
-                       does not depend on their values); fp32 on the CPU, bf16 autocast on CUDA,
-                       and on CUDA once more with channels_last
-    spg forward+mod    the same with a precomputed modulation applied (a rig with priors)
-    spg modulation     computing the modulation from prior maps: once per prior refresh
+    spg forward        the spg network's forward alone with a precomputed modulation (random
+                       weights: the cost does not depend on their values); fp32 on the CPU, bf16
+                       autocast on CUDA, and on CUDA once more with channels_last
+    spg forward+mod    the same, the modulation given explicitly (a rig with priors)
+    spg modulation     computing the CSAF modulation from semantic maps: once per prior refresh
 
 One line per item: median, p90 and fastest ms per frame, and the median's frames per second.
 """
@@ -89,7 +89,8 @@ def spg_times(size: tuple[int, int], frames: int, device: str = "cpu", *, modula
     net, ir, vis, sync = _spg_setup(size, device, channels_last)
     w, h = size
     with torch.inference_mode(), _autocast(device):
-        modulation = net.modulation(*_prior_maps(device), h, w) if modulated else None
+        # Without a prior the fuser reuses the no-prior modulation, computed once per frame size.
+        modulation = net.modulation(*_prior_maps(device), h, w) if modulated else net.no_prior(1, h, w, ir)
         return timed(lambda i: net(ir, vis, modulation), frames, warmup, sync)
 
 
@@ -124,13 +125,13 @@ def _spg_setup(size: tuple[int, int], device: str, channels_last: bool):
 
 
 def _prior_maps(device: str):
-    """Prior maps of the extractor's grid for a 640x512 frame (14 x 17 patches), random."""
+    """Semantic maps on the extractor's grid for a 640x512 frame (14 x 17 patches), random."""
     import torch
 
     from streamfuse.models import spg
 
     g = torch.Generator().manual_seed(1)
-    maps = torch.rand(2, 1, spg.PRIOR_CHANNELS, 14, 17, generator=g)
+    maps = torch.randn(2, 1, spg.SEMANTIC_DIM, 14, 17, generator=g)
     return maps[0].to(device), maps[1].to(device)
 
 

@@ -14,6 +14,7 @@ _NUMBERS = {
     "synthetic": ("N", "synthetic scenes, half by night"),
     "steps": ("N", "optimiser steps in all"),
     "batch": ("N", "crops per step"),
+    "crop": ("PX", "side of the square crops, a multiple of 16"),
     "lr": ("LR", "Adam learning rate"),
     "seed": ("N", "random seed"),
     "every": ("N", "checkpoint every N steps"),
@@ -33,6 +34,13 @@ def add_parser(sub) -> None:
     t.add_argument("--clipfusion", type=Path, metavar="RIG",
                    help="add CLIPFusion's learned-prompt loss with the CLIP of RIG's priors section "
                         "(pretrained weights needed: `streamfuse models fetch RIG`)")
+    t.add_argument("--priors", metavar="RIG|mask",
+                   help="spg only: train the prior modulation with the semantic priors of RIG's priors section "
+                        "(computed once per training frame and cached, see --prior-cache), or with the synthetic "
+                        "scenes' target masks (`mask`: a test of the prior path, not for real use); without it "
+                        "spg trains without priors and its weights file says so")
+    t.add_argument("--prior-cache", type=Path, default=None, metavar="DIR",
+                   help="folder of cached training priors (~/.cache/streamfuse/train-priors)")
     t.add_argument("--clips", type=Path, nargs="*", default=[], metavar="DIR",
                    help="clips (ir/ + vis/ folders of registered frames) or folders of clips")
     for name, (metavar, text) in _NUMBERS.items():
@@ -55,15 +63,33 @@ def run_train(args) -> int:
         raise UsageError(f"train: --{exc}") from None
     if args.clipfusion is not None and cfg.model != "lite":
         raise UsageError("train: --clipfusion works with --model lite (the CLIP loss reads the fused luma)")
+    if args.priors is not None and cfg.model != "spg":
+        raise UsageError("train: --priors works with --model spg (lite has no prior input)")
     try:
         import torch  # noqa: F401
     except ImportError:
         raise needs_torch("train") from None
-    from streamfuse.train.data import load_clips, synthetic_clips
+    from streamfuse.train.data import load_clips, synthetic_clips_with_masks
     from streamfuse.train.loop import train
 
-    clips = load_clips(args.clips) + synthetic_clips(cfg.synthetic, cfg.seed)
+    real = load_clips(args.clips)
+    synthetic, masks = synthetic_clips_with_masks(cfg.synthetic, cfg.seed)
+    clips = real + synthetic
+    priors = None if args.priors is None else _priors(args, clips, [None] * len(real) + masks)
     last = train(cfg, clips, args.out, args.checkpoint, resume=args.resume, progress=not args.quiet,
-                 clip_rig=args.clipfusion)
-    print(f"wrote {args.out} ({cfg.steps} steps; last loss {last.get('total', float('nan')):.4f})")
+                 clip_rig=args.clipfusion, priors=priors)
+    trained = "" if cfg.model != "spg" else f"; priors: {priors.label if priors else 'none (trained without priors)'}"
+    print(f"wrote {args.out} ({cfg.steps} steps; last loss {last.get('total', float('nan')):.4f}{trained})")
     return 0
+
+
+def _priors(args, clips, masks):
+    """The training prior of --priors (computing and caching a rig's priors, with progress)."""
+    import sys
+
+    from streamfuse.train.priors import open_priors
+
+    cache = args.prior_cache or Path.home() / ".cache" / "streamfuse" / "train-priors"
+    show = None if args.quiet else (lambda done, total: print(f"\rpriors {done}/{total}", end="" if done < total
+                                                             else "\n", file=sys.stderr, flush=True))
+    return open_priors(args.priors, clips, masks, cache, show)

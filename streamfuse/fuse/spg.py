@@ -5,10 +5,12 @@ float tensors in 0..1, padded (edge pixels repeated) to a multiple of `MULTIPLE`
 back after the network; fp32 on the CPU, bf16 autocast on CUDA. No weights ship for this mode:
 the rig names a file made by `streamfuse train --model spg` (`fusion.weights`).
 
-Priors: the network's modulation depends only on the prior, so it is computed once per new
-prior (a refresh publishes a new `Prior` object) and reused by every frame until the next;
-a `PriorTrack` blends it in over `BLEND_FRAMES` frames, as `EmphasisTrack` does for the
-other modes, so a refresh never makes the picture jump. With no prior yet, the modulation is off.
+Priors: the network's CSAF modulation depends only on the prior's semantic maps
+(`models.spg.semantic_maps`), so it is computed once per new prior (a refresh publishes a new
+`Prior` object) and reused by every frame until the next; a `PriorTrack` blends it in over
+`BLEND_FRAMES` frames, as `EmphasisTrack` does for the other modes, so a refresh never makes
+the picture jump. With no prior yet, the network's no-prior modulation (all-zero maps) is
+used, computed once per frame size.
 """
 from __future__ import annotations
 
@@ -59,13 +61,11 @@ def load_net(path: Path | None, device: str = "cpu"):
 
 
 def _blend(start, target, t: float):
-    """(1 - t) * start + t * target over the modulation's structure; start None means zeros
-    (the identity modulation). The network applies it as f * (1 + gamma) + beta, linear in
-    (gamma, beta), so blending modulations blends the modulated features."""
-    if start is None:
-        return tuple([(g * t, b * t) for g, b in scales] for scales in target)
-    return tuple([(g0.lerp(g1, t), b0.lerp(b1, t)) for (g0, b0), (g1, b1) in zip(s, tg)]
-                 for s, tg in zip(start, target))
+    """(1 - t) * start + t * target over the modulation's structure (per level, per camera,
+    gamma and beta). CSAF applies it as BN(IN(f) * (1 + gamma)) + beta, linear in (gamma,
+    beta), so blending modulations blends the modulated features."""
+    return tuple(tuple((g0.lerp(g1, t), b0.lerp(b1, t)) for (g0, b0), (g1, b1) in zip(s_level, t_level))
+                 for s_level, t_level in zip(start, target))
 
 
 class SPGFuser(Fuser):
@@ -81,7 +81,8 @@ class SPGFuser(Fuser):
         self._torch = _torch()
         self.device = self._torch.device(cfg.device)
         self.net = load_net(cfg.weights, cfg.device)
-        self._track = PriorTrack(self._modulation, lambda prior, size: None, _blend)
+        self._track = PriorTrack(self._modulation, lambda prior, size: self._no_prior(size), _blend)
+        self._neutral: dict[tuple[int, int], tuple] = {}
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
@@ -89,8 +90,9 @@ class SPGFuser(Fuser):
         h, w = ir.shape
         a, b = self._tensors(ir, vis)
         with torch.inference_mode(), self._autocast():
-            modulation = self._track.get(prior, tuple(a.shape[-2:]))
-            out = self.net(a, b, modulation)[0, :, :h, :w]
+            size = tuple(a.shape[-2:])
+            modulation = self._track.get(prior, size)
+            out = self.net(a, b, self._no_prior(size) if modulation is None else modulation)[0, :, :h, :w]
             bgr = out.float().mul_(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
             bgr = bgr.permute(1, 2, 0).contiguous().cpu().numpy()
         return bgr if vis.ndim == 3 else cv2.cvtColor(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
@@ -107,10 +109,17 @@ class SPGFuser(Fuser):
         return x[:, :1], x[:, 1:]
 
     def _modulation(self, prior, size: tuple[int, int]):
-        from streamfuse.models.spg import prior_maps
+        from streamfuse.models.spg import semantic_maps
 
-        p_ir, p_vis = (self._torch.from_numpy(m)[None].to(self.device) for m in prior_maps(prior))
-        return self.net.modulation(p_ir, p_vis, *size)
+        sem_ir, sem_vis = (self._torch.from_numpy(m)[None].to(self.device) for m in semantic_maps(prior))
+        return self.net.modulation(sem_ir, sem_vis, *size)
+
+    def _no_prior(self, size: tuple[int, int]):
+        """The no-prior modulation for frames of `size`, computed once per size (it costs as much
+        as a refresh's)."""
+        if size not in self._neutral:
+            self._neutral = {size: self.net.no_prior(1, *size, self._torch.zeros(1, device=self.device))}
+        return self._neutral[size]
 
     def _autocast(self):
         torch = self._torch

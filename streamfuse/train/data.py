@@ -7,6 +7,7 @@ they are for evaluation (`streamfuse eval`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -64,29 +65,63 @@ def _size(image: np.ndarray) -> str:
 
 def synthetic_clips(count: int, seed: int, length: int = 6) -> list[np.ndarray]:
     """`count` synthetic clips (half by night) in the format of `load_clips`, IR registered."""
-    clips = []
+    return synthetic_clips_with_masks(count, seed, length)[0]
+
+
+def synthetic_clips_with_masks(count: int, seed: int, length: int = 6) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """`synthetic_clips`, and each clip's target masks (T x H x W uint8, 1 on every person and
+    vehicle): the scenes know where their targets are (the `mask` training prior)."""
+    clips, masks = [], []
     for i in range(count):
         scene = SyntheticScene(seed=seed * 1000 + i, night=bool(i % 2))
-        frames = []
+        frames, targets = [], []
         for t in range(length):
             t_s = 0.8 * i + t / 25.0
             ir = cv2.warpPerspective(scene.render_ir(t_s, t), scene.H_vis_from_ir, scene.vis_size,
                                      flags=cv2.INTER_LINEAR)
             frames.append(_frame(ir_to_u8(ir), scene.render_vis(t_s, t)))
+            targets.append(scene.body_mask_vis(t_s).astype(np.uint8))
         clips.append(np.stack(frames))
-    return clips
+        masks.append(np.stack(targets))
+    return clips, masks
+
+
+@dataclass(frozen=True)
+class Pick:
+    """Where one training crop comes from: clip, frame t (and t+1), top-left corner, mirrored, side."""
+
+    clip: int
+    t: int
+    y: int
+    x: int
+    flip: bool
+    size: int = CROP
 
 
 def sample(clips: list[np.ndarray], batch: int, rng: np.random.Generator) -> np.ndarray:
     """batch x 2 (t, t+1) x 4 (IR, visible B, G, R) x CROP x CROP random crops, flipped at random."""
-    out = np.empty((batch, 2, clips[0].shape[1], CROP, CROP), np.float32)
-    for k in range(batch):
-        clip = clips[rng.integers(len(clips))]
-        t = rng.integers(len(clip) - 1)
-        y = rng.integers(clip.shape[2] - CROP + 1)
-        x = rng.integers(clip.shape[3] - CROP + 1)
-        crop = clip[t:t + 2, :, y:y + CROP, x:x + CROP]
-        if rng.random() < 0.5:
-            crop = crop[..., ::-1]
-        out[k] = crop
+    return crops(clips, sample_picks(clips, batch, rng))
+
+
+def sample_picks(clips: list[np.ndarray], batch: int, rng: np.random.Generator, size: int = CROP) -> list[Pick]:
+    """`batch` random `size` x `size` crop positions (what `sample` crops; priors are cropped
+    in step with them)."""
+    picks = []
+    for _ in range(batch):
+        c = int(rng.integers(len(clips)))
+        clip = clips[c]
+        t = int(rng.integers(len(clip) - 1))
+        y = int(rng.integers(clip.shape[2] - size + 1))
+        x = int(rng.integers(clip.shape[3] - size + 1))
+        picks.append(Pick(c, t, y, x, bool(rng.random() < 0.5), size))
+    return picks
+
+
+def crops(clips: list[np.ndarray], picks: list[Pick]) -> np.ndarray:
+    """The crops of `picks` (all of one size s): len(picks) x 2 (t, t+1) x 4 x s x s."""
+    s = picks[0].size
+    out = np.empty((len(picks), 2, clips[0].shape[1], s, s), np.float32)
+    for k, p in enumerate(picks):
+        crop = clips[p.clip][p.t:p.t + 2, :, p.y:p.y + s, p.x:p.x + s]
+        out[k] = crop[..., ::-1] if p.flip else crop
     return out

@@ -17,7 +17,7 @@ import numpy as np
 
 from streamfuse.errors import UsageError
 from streamfuse.fuse import MODES, TRAINABLE
-from streamfuse.train.data import sample
+from streamfuse.train.data import CROP, crops, sample, sample_picks
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,14 @@ class TrainConfig:
     synthetic: int = 6
     #: Checkpoint every this many steps.
     every: int = 20
+    #: Side of the square random crops (pixels, a multiple of 16: the priors' patch grid).
+    crop: int = CROP
 
     def __post_init__(self):
         if self.model not in TRAINABLE:
             raise ValueError(f"model: expected one of {', '.join(TRAINABLE)}, got {self.model!r}")
+        if not isinstance(self.crop, int) or self.crop < 32 or self.crop % 16:
+            raise ValueError(f"crop: expected a multiple of 16 of at least 32, got {self.crop!r}")
         for name in ("steps", "batch", "every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)!r}")
@@ -67,17 +71,36 @@ def _save(obj, path: Path) -> None:
 
 
 def train(cfg: TrainConfig, clips: list[np.ndarray], out: Path, checkpoint: Path, *,
-          resume: bool = False, progress: bool = True, clip_rig: Path | None = None) -> dict:
+          resume: bool = False, progress: bool = True, clip_rig: Path | None = None, priors=None) -> dict:
     """Train (or resume) and write the weights to `out`; returns the last step's losses.
 
     With `clip_rig` (a rig whose priors section names a pretrained CLIP), CLIPFusion's
     learned prompts are fitted first (IR vs visible crops of the training data, all grey) and
-    their loss joins the others; the prompts are checkpointed with the network."""
+    their loss joins the others; the prompts are checkpointed with the network.
+
+    `priors` (spg only): a training prior (`train.priors.MaskPriors` / `RigPriors`) whose
+    semantic maps, cropped with every batch, feed the modulation; without it spg trains on the
+    no-prior input, and the weights file says which (`priors`: its label, or "none")."""
+    net, last, label = _run(cfg, clips, checkpoint, resume=resume, progress=progress, clip_rig=clip_rig,
+                            priors=priors)
+    _save({"model": net.state_dict(), "steps": cfg.steps, "config": cfg.__dict__, "priors": label}, out)
+    return last
+
+
+def train_network(cfg: TrainConfig, clips: list[np.ndarray], *, priors=None, net_factory=None):
+    """`train` without files (no checkpoint, no weights file): the trained network itself.
+    `net_factory()` builds the network in place of the mode's own (e.g. a narrower spg in tests)."""
+    return _run(cfg, clips, None, progress=False, priors=priors, net_factory=net_factory)[0]
+
+
+def _run(cfg: TrainConfig, clips: list[np.ndarray], checkpoint: Path | None, *, resume: bool = False,
+         progress: bool = True, clip_rig: Path | None = None, priors=None, net_factory=None):
+    """The training loop: (network, last step's losses, priors label)."""
     import torch
 
     torch.manual_seed(cfg.seed)
     build_net, losses_of = network_and_objective(cfg.model)
-    net = build_net()
+    net = (net_factory or build_net)()
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     step = 0
     state: dict | None = None
@@ -101,8 +124,13 @@ def train(cfg: TrainConfig, clips: list[np.ndarray], out: Path, checkpoint: Path
     last: dict = {}
     started = time.monotonic()
     first = step
+    label = "none" if priors is None else priors.label
+    if state is not None and state.get("priors", "none") != label:
+        raise UsageError(f"train: --resume: {checkpoint} was trained with priors: {state.get('priors', 'none')}, "
+                         f"not {label}; resume with the same --priors")
     while step < cfg.steps:
-        terms = losses_of(net, torch.from_numpy(sample(clips, cfg.batch, rng)), **extra)
+        args, kwargs = _batch(clips, cfg, rng, priors)
+        terms = losses_of(net, *args, **kwargs, **extra)
         total = sum(terms.values())
         opt.zero_grad()
         total.backward()
@@ -114,13 +142,25 @@ def train(cfg: TrainConfig, clips: list[np.ndarray], out: Path, checkpoint: Path
             print(f"\rstep {step}/{cfg.steps}  loss {last['total']:.4f}  "
                   + " ".join(f"{k} {v:.4f}" for k, v in terms.items() if k != "total")
                   + f"  {rate:.1f} steps/s", end="", file=sys.stderr, flush=True)
-        if step % cfg.every == 0 or step == cfg.steps:
+        if checkpoint is not None and (step % cfg.every == 0 or step == cfg.steps):
             _save({"model": net.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng,
-                   "config": cfg.__dict__, "prompts": targets.state_dict() if targets else None}, checkpoint)
+                   "config": cfg.__dict__, "prompts": targets.state_dict() if targets else None,
+                   "priors": label}, checkpoint)
     if progress:
         print(file=sys.stderr)
-    _save({"model": net.state_dict(), "steps": step, "config": cfg.__dict__}, out)
-    return last
+    return net, last, label
+
+
+def _batch(clips: list[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, priors) -> tuple[tuple, dict]:
+    """One step's (args, kwargs) for the objective: the crops, and with `priors` their semantic
+    maps (and target masks) cropped in step with them."""
+    import torch
+
+    picks = sample_picks(clips, cfg.batch, rng, cfg.crop)
+    if priors is None:
+        return (torch.from_numpy(crops(clips, picks)),), {}
+    sem_ir, sem_vis, mask = priors.batch(picks)
+    return (torch.from_numpy(crops(clips, picks)),), {"prior": (sem_ir, sem_vis), "mask": mask}
 
 
 def _prompt_targets(clip_rig: Path | None, clips: list[np.ndarray], cfg: TrainConfig, state: dict | None):

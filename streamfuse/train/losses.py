@@ -129,3 +129,87 @@ def qabf(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
 
     total = (keep(g_a, o_a) * g_a + keep(g_b, o_b) * g_b).flatten(1).sum(1)
     return total / (g_a + g_b).flatten(1).sum(1)
+
+
+# --------------------------------------------------------------------------- SPGFusion's terms
+# As SPGFusion's `util.py` computes them (RGB order there; these take the channel order they are
+# given, grey via `grey_rgb` on RGB tensors), written with separable filters.
+
+def _gauss(n: int, sigma: float, like: torch.Tensor) -> torch.Tensor:
+    x = torch.arange(n, dtype=like.dtype, device=like.device) - n // 2
+    k = torch.exp(-(x * x) / (2 * sigma * sigma))
+    return k / k.sum()
+
+
+def _separable(x: torch.Tensor, k: torch.Tensor, pad: int) -> torch.Tensor:
+    """Depthwise separable filtering of (B,C,H,W) by the 1-d kernel k, zero padding `pad`."""
+    c = x.shape[1]
+    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, pad), groups=c)
+    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(pad, 0), groups=c)
+
+
+def grey_rgb(rgb: torch.Tensor) -> torch.Tensor:
+    """(B,1,H,W) 0.299 R + 0.587 G + 0.114 B of an RGB tensor; a 1-channel tensor is returned as is."""
+    if rgb.shape[1] == 1:
+        return rgb
+    return 0.299 * rgb[:, :1] + 0.587 * rgb[:, 1:2] + 0.114 * rgb[:, 2:3]
+
+
+def ssim_loss(x: torch.Tensor, y: torch.Tensor, window: int = 48) -> torch.Tensor:
+    """1 - mean SSIM over valid (unpadded) Gaussian windows of `window` pixels, sigma 1.5, per
+    channel (SPGFusion's L_SSIM(window_size=48); a 1-channel x against a 3-channel y is repeated)."""
+    if x.shape[1] == 1 and y.shape[1] != 1:
+        x = x.expand(-1, y.shape[1], -1, -1)
+    window = min(window, x.shape[-2], x.shape[-1])
+    k = _gauss(window, 1.5, x)
+    f = lambda z: _separable(z, k, 0)  # noqa: E731
+    mx, my = f(x), f(y)
+    vx, vy, cxy = f(x * x) - mx * mx, f(y * y) - my * my, f(x * y) - mx * my
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    return 1.0 - (((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))).mean()
+
+
+def max_gradient_loss(a: torch.Tensor, b: torch.Tensor, fused: torch.Tensor) -> torch.Tensor:
+    """L1 of |Sobel_x f| to max(|Sobel_x a|, |Sobel_x b|), plus the same along y (unscaled Sobel,
+    replicate borders; SPGFusion's GradientMaxLoss), on (B,1,H,W) greys."""
+    ga, gb, gf = (F.conv2d(F.pad(z, (1, 1, 1, 1), mode="replicate"), _sobel_kernels(z)).abs() for z in (a, b, fused))
+    return (gf - torch.maximum(ga, gb)).abs().mean(dim=(0, 2, 3)).sum()
+
+
+def local_mse(x: torch.Tensor, y: torch.Tensor, window: int = 9) -> torch.Tensor:
+    """(B,1,H,W) squared difference summed over channels and a window x window box (zero
+    padding), divided by window^2 (SPGFusion's `mse`)."""
+    d = ((x - y) ** 2).sum(dim=1, keepdim=True)
+    return F.avg_pool2d(d, window, 1, window // 2, count_include_pad=True)
+
+
+def local_std(x: torch.Tensor, window: int = 9) -> torch.Tensor:
+    """Per-channel local standard deviation over a Gaussian window (sigma 1.5, zero padding)."""
+    k = _gauss(window, 1.5, x)
+    mu = _separable(x, k, window // 2)
+    return (_separable(x * x, k, window // 2) - mu * mu).clamp(min=1e-10).sqrt()
+
+
+def intensity_mask_loss(vis: torch.Tensor, ir: torch.Tensor, fused: torch.Tensor,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
+    """SPGFusion's adaptive intensity loss (Intensity_Mask2) on 3-channel images: per pixel,
+    w * localMSE(vis, f) + (1 - w) * localMSE(ir, f), w = sigmoid(brightness(vis) - brightness(ir)
+    + std(vis) - std(ir)) (brightness: the channel mean; std: 9x9 local, per channel).
+
+    `mask` (B,1,H,W in 0..1, targets = 1): inside it the IR is the target (w -> 0). The
+    published code accepts a mask but its line `w * mask + (1 - mask) * w` leaves w unchanged;
+    this is what a target mask is for, and it is used only with the `mask` training prior."""
+    w = torch.sigmoid(vis.mean(dim=1, keepdim=True) - ir.mean(dim=1, keepdim=True) + local_std(vis) - local_std(ir))
+    if mask is not None:
+        w = w * (1.0 - mask)
+    return (w * local_mse(vis, fused) + (1.0 - w) * local_mse(ir, fused)).mean()
+
+
+def cbcr_loss(rgb_a: torch.Tensor, rgb_b: torch.Tensor) -> torch.Tensor:
+    """L1 of Cb plus L1 of Cr (BT.601 full-range formulas on RGB; SPGFusion's L_color)."""
+    def cbcr(x):
+        r, g, b = x[:, 0], x[:, 1], x[:, 2]
+        return -0.168736 * r - 0.331264 * g + 0.5 * b, 0.5 * r - 0.418688 * g - 0.081312 * b
+
+    (cb_a, cr_a), (cb_b, cr_b) = cbcr(rgb_a), cbcr(rgb_b)
+    return (cb_a - cb_b).abs().mean() + (cr_a - cr_b).abs().mean()

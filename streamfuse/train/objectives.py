@@ -13,7 +13,7 @@ objective is label-free.
     consistency  | maps(flip x) - flip maps(x) |               equivariance
     temporal     | maps(x_t) - maps(x_t+1) |                   no flicker between frames
 
-`spg` has SPGFusion-style losses (`spg_losses`).
+`spg` has SPGFusion's published losses (`spg_losses`) and a temporal term.
 """
 from __future__ import annotations
 
@@ -31,12 +31,13 @@ CLIP_W = 0.1
 LITE_CONSISTENCY_W = 0.5
 LITE_TEMPORAL_W = 1.0
 
-#: Loss weights (spg_losses). Sobel gradients (/4) and luma differences are small numbers, so
-#: their terms are scaled up to weigh about as much as the SSIM term at the start of training.
-GRAD_W = 10.0
-INTENSITY_W = 0.5
-COLOUR_W = 2.0
-SPG_CONSISTENCY_W = 1.0
+#: SPGFusion's loss weights (util.py `fusion_loss`: ssim_ratio, grad_ratio, int_ratio1,
+#: color_ratio, consist_ratio), and the temporal term's, which SPGFusion (stills) has not.
+SPG_SSIM_W = 1.0
+SPG_GRAD_W = 10.0
+SPG_INTENSITY_W = 4.0
+SPG_COLOUR_W = 12.0
+SPG_CONSIST_W = 1.0
 SPG_TEMPORAL_W = 4.0
 
 
@@ -61,51 +62,47 @@ def lite_losses(net, batch, clip=None) -> dict:
     }
 
 
-def spg_losses(net, batch, prior=None) -> dict:
+def spg_losses(net, batch, prior=None, mask=None) -> dict:
     """The weighted loss terms of one training batch; their sum is what to minimise.
 
     Args:
         net: the network (train mode).
         batch: B x 2 (frames t, t+1) x 4 (IR luma, visible B, G, R) x H x W float in 0..1,
             the layout of `streamfuse.train.loop.sample`.
-        prior: optional prior maps for frame t and t+1 alike: a (B,P,h,w) tensor for both
-            modalities or a pair (IR maps, visible maps); the modulation then gets gradients.
+        prior: None (the no-prior input), or the semantic maps (IR, visible) of frame t, each
+            (B, D, h, w); frame t+1 is fused with the same maps, as the pipeline reuses a prior
+            between refreshes. The modulation then gets its gradients from every term.
+        mask: (B,1,H,W) target masks of frame t (the `mask` training prior), or None.
 
-    Terms, on the fused luma f of frame t, with a the IR and b the visible luma:
-        ssim         1 - (SSIM(f, a) + SSIM(f, b)) / 2
-        gradient     | |grad f| - max(|grad a|, |grad b|) |            the stronger edge (x GRAD_W)
-        intensity    | f - max(a, b) |                                 SPGFusion's maximum intensity
-        colour       | chroma(fused) - chroma(visible) |               the visible colours (x COLOUR_W)
-        consistency  | flip net(flip x) - net(x) |                     flip equivariance
-        temporal     relu(|f1 - f0| - max(|a1 - a0|, |b1 - b0|))       no change the sources lack
+    Terms, SPGFusion's (`util.py`), on RGB views of frame t (the IR repeated to three channels),
+    f the fused image, with their weights:
+        ssim         SSIM loss (window 48) of f to the visible RGB + of grey f to the IR (x1)
+        gradient     per-axis L1 of |Sobel f| to the larger source's (x10)
+        intensity    adaptive local MSE to the brighter/busier source, IR inside `mask` (x4)
+        colour       L1 of Cb and Cr to the visible image's (x12)
+        consistency  (L1(grey f, grey visible) + L1(grey f, IR)) / 2 (x1)
+    and the temporal term: relu(|grey f1 - grey f0| - max(|a1 - a0|, |b1 - b0|)) (x4), no
+    change between frames that the sources do not have.
     """
     n, _, _, h, w = batch.shape
-    ir = torch.cat([batch[:, 0, :1], batch[:, 1, :1], batch[:, 0, :1].flip(-1)])
-    vis = torch.cat([batch[:, 0, 1:4], batch[:, 1, 1:4], batch[:, 0, 1:4].flip(-1)])
-    # One forward over frame t, frame t+1 and the mirrored frame t: three views, one pass.
-    out = net(ir, vis, _batch_modulation(net, prior, h, w))
-    fused0, fused1, mirrored = out[:n], out[n:2 * n], out[2 * n:].flip(-1)
-    f0, f1 = L.luma(fused0), L.luma(fused1)
-    a0, a1 = batch[:, 0, :1], batch[:, 1, :1]
-    b0, b1 = L.luma(batch[:, 0, 1:4]), L.luma(batch[:, 1, 1:4])
+    ir = torch.cat([batch[:, 0, :1], batch[:, 1, :1]])
+    vis = torch.cat([batch[:, 0, 1:4], batch[:, 1, 1:4]])
+    modulation = None if prior is None else net.modulation(*(torch.cat([p, p]) for p in prior), h, w)
+    out = net(ir, vis, modulation)  # frames t and t+1, one pass
+    rgb = lambda bgr: bgr.flip(1)  # noqa: E731
+    fused0, fused1 = rgb(out[:n]), rgb(out[n:])
+    vis0, ir0 = rgb(batch[:, 0, 1:4]), batch[:, 0, :1]
+    f0, f1, b0, b1 = L.grey_rgb(fused0), L.grey_rgb(fused1), L.grey_rgb(vis0), L.grey_rgb(rgb(batch[:, 1, 1:4]))
+    a0, a1 = ir0, batch[:, 1, :1]
     source_change = torch.maximum((a1 - a0).abs(), (b1 - b0).abs())
     return {
-        "ssim": 1.0 - 0.5 * (L.ssim(f0, a0) + L.ssim(f0, b0)),
-        "gradient": GRAD_W * (L.gradient(f0) - torch.maximum(L.gradient(a0), L.gradient(b0))).abs().mean(),
-        "intensity": INTENSITY_W * (f0 - torch.maximum(a0, b0)).abs().mean(),
-        "colour": COLOUR_W * (L.chroma(fused0) - L.chroma(batch[:, 0, 1:4])).abs().mean(),
-        "consistency": SPG_CONSISTENCY_W * (mirrored - fused0).abs().mean(),
+        "ssim": SPG_SSIM_W * (L.ssim_loss(vis0, fused0) + L.ssim_loss(a0, f0)),
+        "gradient": SPG_GRAD_W * L.max_gradient_loss(b0, a0, f0),
+        "intensity": SPG_INTENSITY_W * L.intensity_mask_loss(vis0, ir0.expand(-1, 3, -1, -1), fused0, mask),
+        "colour": SPG_COLOUR_W * L.cbcr_loss(vis0, fused0),
+        "consistency": SPG_CONSIST_W * 0.5 * ((b0 - f0).abs().mean() + (a0 - f0).abs().mean()),
         "temporal": SPG_TEMPORAL_W * torch.relu((f1 - f0).abs() - source_change).mean(),
     }
-
-
-def _batch_modulation(net, prior, height: int, width: int):
-    """The modulation for spg_losses' three views (t, t+1, mirrored t); None without a prior."""
-    if prior is None:
-        return None
-    p_ir, p_vis = prior if isinstance(prior, (tuple, list)) else (prior, prior)
-    three = lambda p: torch.cat([p, p, p.flip(-1)])  # noqa: E731
-    return net.modulation(three(p_ir), three(p_vis), height, width)
 
 
 #: The objective of each trainable network (`streamfuse.fuse.MODES[...].network`).
