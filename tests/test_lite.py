@@ -269,8 +269,8 @@ def test_train_says_in_one_line_what_is_wrong_with_its_clips(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
-def test_train_with_clipfusion_prompts_checkpoints_them(tmp_path):
-    # A CLIP with weights in a file, built by the same code as the real ones (tiny, random).
+def _clip_file_rig(tmp_path) -> Path:
+    """A rig whose CLIP has its weights in a file, built by the same code as the real ones (tiny, random)."""
     open_clip = pytest.importorskip("open_clip")
     from tests.test_priors import tiny_clip_file
 
@@ -283,12 +283,40 @@ def test_train_with_clipfusion_prompts_checkpoints_them(tmp_path):
     demo = demo.replace("../calibration/", str(Path(__file__).resolve().parent.parent / "calibration") + "/")
     rig.write_text(demo + f"\npriors:\n  clip: {{model: {spec}, weights: {tmp_path / 'tiny-clip.pt'}, layer: -1}}\n"
                           f"  dino: {{model: test_vit, weights: random}}\n  size: 64\n")
+    return rig
+
+
+def test_train_with_clipfusion_prompts_checkpoints_them(tmp_path):
+    rig = _clip_file_rig(tmp_path)
     clips = _tiny_clips()
     run = training.TrainConfig(steps=2, batch=2, every=1, seed=3)
     losses = training.train(run, clips, tmp_path / "w.pt", tmp_path / "ck.pt", progress=False, clip_rig=rig)
     assert "clip" in losses and np.isfinite(losses["clip"]) and losses["clip"] > 0
     state = torch.load(tmp_path / "ck.pt", weights_only=False)
     assert state["prompts"] is not None and "ctx" in state["prompts"]
+
+
+@pytest.mark.parametrize("model", ["lite", "spg"])
+def test_clipfusion_refits_the_prompts_on_the_network_s_fused_images_every_k_steps(tmp_path, model, monkeypatch):
+    from streamfuse.train.clipfusion import PromptTargets
+
+    fits = []
+    real_fit = PromptTargets.fit
+
+    def recording_fit(self, ir, vis, fused_init=None, **kw):
+        fits.append(None if fused_init is None else fused_init.clone())
+        return real_fit(self, ir, vis, fused_init, **kw)
+
+    monkeypatch.setattr(PromptTargets, "fit", recording_fit)
+    rig = _clip_file_rig(tmp_path)
+    run = training.TrainConfig(model=model, steps=5, batch=1, every=5, seed=3, crop=64 if model == "spg" else 160,
+                               refit_every=2)
+    losses = training.train(run, _tiny_clips(), tmp_path / "w.pt", tmp_path / "ck.pt", progress=False, clip_rig=rig)
+    assert "clip" in losses and np.isfinite(losses["clip"])
+    # The first fit has no fused images; a refit after steps 2 and 4 learns from the network's own.
+    assert len(fits) == 3 and fits[0] is None
+    assert all(f is not None and f.shape[1] == 1 and 0 <= float(f.min()) and float(f.max()) <= 1 for f in fits[1:])
+    assert not torch.equal(fits[1], fits[2])  # the network changed between the refits
 
 
 def test_shipped_lite_reaches_the_issue_targets_pooled_over_all_pairs():

@@ -90,7 +90,7 @@ def spg_times(size: tuple[int, int], frames: int, device: str = "cpu", *, modula
     w, h = size
     with torch.inference_mode(), _autocast(device):
         # Without a prior the fuser reuses the no-prior modulation, computed once per frame size.
-        modulation = net.modulation(*_prior_maps(device), h, w) if modulated else net.no_prior(1, h, w, ir)
+        modulation = net.modulation(*_prior_maps(device), h, w) if modulated else net.no_prior(h, w, ir)
         return timed(lambda i: net(ir, vis, modulation), frames, warmup, sync)
 
 

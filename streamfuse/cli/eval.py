@@ -56,6 +56,8 @@ def add_parser(sub) -> None:
                    help="reference fusions scored beside the modes: gff (guided-filter fusion), max; "
                         "'none' for none (default: gff,max)")
     e.add_argument("--palette", default="ironbow", help="IR palette of the modes that colour it (ironbow)")
+    e.add_argument("--weights", type=Path, metavar="FILE",
+                   help="weights file for the learned modes that take one (spg: `streamfuse train --model spg`)")
     e.add_argument("-o", "--out", type=Path, default=Path("eval-results"),
                    help="folder for scores.csv, summary.json, montage.*, bars/*.*, flicker.json "
                         "(default: eval-results)")
@@ -83,7 +85,7 @@ def run_eval(args) -> int:
     _make_folder(args.out)
 
     def methods(groups: Sequence[str], video: bool = False) -> dict[str, Method]:
-        made = {mode: mode_method(mode, args.palette, video=video) for mode in modes}
+        made = {mode: mode_method(mode, args.palette, video=video, weights=args.weights) for mode in modes}
         made.update({name: fuser_method(REFERENCES[name](), video=video) for name in references})
         made.update({label: folder_method(folder, groups) for label, folder in fused_dirs})
         return made

@@ -27,21 +27,22 @@ def add_parser(sub) -> None:
     f.add_argument("--mode", default=default_mode, help=f"fusion mode ({', '.join(MODES)}); default {default_mode}")
     f.add_argument("--palette", default="ironbow", help=f"IR palette ({', '.join(PALETTES)}); default ironbow")
     f.add_argument("--calibration", type=Path, help="calibration file when the images are not aligned")
+    f.add_argument("--weights", type=Path, help="weights file of a learned mode (spg: `streamfuse train --model spg`)")
     f.set_defaults(handler=_cmd_fuse)
 
 
 def _cmd_fuse(args) -> int:
     written = fuse_stills(args.ir, args.vis, args.output, mode=args.mode, palette=args.palette,
-                          calibration=args.calibration)
+                          calibration=args.calibration, weights=args.weights)
     print(f"wrote {written} fused image{'s' if written != 1 else ''} to {args.output}")
     return 0
 
 
 def fuse_stills(ir: Path, vis: Path, output: Path, *, mode: str, palette: str,
-                calibration: Path | None = None) -> int:
+                calibration: Path | None = None, weights: Path | None = None) -> int:
     """Fuse one pair of files, or every same-named pair of two folders; returns the count."""
     try:
-        fuser = make_fuser(FusionConfig(mode=mode, palette=palette))
+        fuser = make_fuser(FusionConfig(mode=mode, palette=palette, weights=weights))
     except ValueError as exc:
         raise UsageError(f"--{str(exc).split(':', 1)[0]}: {str(exc).split(':', 1)[-1].strip()}") from None
     cal = load_calibration(calibration) if calibration else None

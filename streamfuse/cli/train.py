@@ -18,6 +18,8 @@ _NUMBERS = {
     "lr": ("LR", "Adam learning rate"),
     "seed": ("N", "random seed"),
     "every": ("N", "checkpoint every N steps"),
+    "refit_every": ("K", "with --clipfusion: refit the prompts on the current fused images every K steps "
+                         "(CLIPFusion's adaptive learning; 0: fit once)"),
 }
 
 
@@ -45,7 +47,7 @@ def add_parser(sub) -> None:
                    help="clips (ir/ + vis/ folders of registered frames) or folders of clips")
     for name, (metavar, text) in _NUMBERS.items():
         default = getattr(defaults, name)
-        t.add_argument(f"--{name}", type=type(default), default=default, metavar=metavar, help=f"{text} ({default:g})")
+        t.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default, metavar=metavar, help=f"{text} ({default:g})")
     t.add_argument("--checkpoint", type=Path, default=Path("lite-checkpoint.pt"),
                    help="checkpoint file (lite-checkpoint.pt)")
     t.add_argument("--resume", action="store_true", help="continue from --checkpoint")
@@ -61,8 +63,8 @@ def run_train(args) -> int:
                                                 if f.name in _NUMBERS})
     except ValueError as exc:
         raise UsageError(f"train: --{exc}") from None
-    if args.clipfusion is not None and cfg.model != "lite":
-        raise UsageError("train: --clipfusion works with --model lite (the CLIP loss reads the fused luma)")
+    if cfg.refit_every and args.clipfusion is None:
+        raise UsageError("train: --refit-every refits CLIPFusion's prompts; add --clipfusion RIG")
     if args.priors is not None and cfg.model != "spg":
         raise UsageError("train: --priors works with --model spg (lite has no prior input)")
     try:

@@ -118,7 +118,7 @@ class SPGFuser(Fuser):
         """The no-prior modulation for frames of `size`, computed once per size (it costs as much
         as a refresh's)."""
         if size not in self._neutral:
-            self._neutral = {size: self.net.no_prior(1, *size, self._torch.zeros(1, device=self.device))}
+            self._neutral = {size: self.net.no_prior(*size, self._torch.zeros(1, device=self.device))}
         return self._neutral[size]
 
     def _autocast(self):

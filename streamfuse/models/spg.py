@@ -171,14 +171,15 @@ class SPGFusionNet(nn.Module):
         sizes = self.feature_sizes(height, width)
         return tuple((csaf.params(sem_ir, size), csaf.params(sem_vis, size)) for csaf, size in zip(self.csaf, sizes))
 
-    def no_prior(self, batch: int, height: int, width: int, like: torch.Tensor):
-        """The modulation of an all-zero semantic map: what the network does without a prior."""
-        zeros = like.new_zeros(batch, self.semantic_dim, 1, 1)
+    def no_prior(self, height: int, width: int, like: torch.Tensor):
+        """The modulation of an all-zero semantic map: what the network does without a prior.
+        One sample (the same for every sample: it broadcasts over any batch)."""
+        zeros = like.new_zeros(1, self.semantic_dim, 1, 1)
         return self.modulation(zeros, zeros, height, width)
 
     def forward(self, ir: torch.Tensor, vis: torch.Tensor, modulation=None) -> torch.Tensor:
         if modulation is None:
-            modulation = self.no_prior(ir.shape[0], *ir.shape[-2:], ir)
+            modulation = self.no_prior(*ir.shape[-2:], ir)
         f_ir, f_vis = self.enc_ir(ir), self.enc_vis(vis)
         f_ir[-1], f_vis[-1] = self.cross(f_ir[-1], f_vis[-1])
         fused = [embed(torch.cat([csaf(a, *m_ir), csaf(b, *m_vis)], dim=1))

@@ -171,9 +171,10 @@ def fuser_method(fuser, *, video: bool = False) -> Method:
     return still
 
 
-def mode_method(mode: str, palette: str = "ironbow", *, video: bool = False) -> Method:
-    """A fresh fuser of fuser_class(mode) with default settings (ValueError if unknown)."""
-    return fuser_method(make_fuser(FusionConfig(mode=mode, palette=palette)), video=video)
+def mode_method(mode: str, palette: str = "ironbow", *, video: bool = False, weights: Path | None = None) -> Method:
+    """A fresh fuser of fuser_class(mode) with default settings (ValueError if unknown);
+    `weights` is the weights file of a mode that takes one (the others ignore it)."""
+    return fuser_method(make_fuser(FusionConfig(mode=mode, palette=palette, weights=weights)), video=video)
 
 
 def folder_method(folder: Path, groups: Sequence[str]) -> Method:

@@ -37,6 +37,9 @@ class TrainConfig:
     every: int = 20
     #: Side of the square random crops (pixels, a multiple of 16: the priors' patch grid).
     crop: int = CROP
+    #: With CLIPFusion's prompts: refit them on the network's current fused images every this
+    #: many steps (CLIPFusion's adaptive learning); 0: fit once, before training.
+    refit_every: int = 0
 
     def __post_init__(self):
         if self.model not in TRAINABLE:
@@ -46,6 +49,8 @@ class TrainConfig:
         for name in ("steps", "batch", "every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.refit_every, int) or self.refit_every < 0:
+            raise ValueError(f"refit_every: expected a whole number >= 0, got {self.refit_every!r}")
         if not isinstance(self.synthetic, int) or self.synthetic < 0:
             raise ValueError(f"synthetic: expected a whole number >= 0, got {self.synthetic!r}")
         if not self.lr > 0:
@@ -137,6 +142,8 @@ def _run(cfg: TrainConfig, clips: list[np.ndarray], checkpoint: Path | None, *, 
         opt.step()
         step += 1
         last = {k: v.item() for k, v in terms.items()} | {"total": total.item()}
+        if targets is not None and cfg.refit_every and step % cfg.refit_every == 0 and step < cfg.steps:
+            last["refit"] = _refit(targets, net, clips, cfg)
         if progress:
             rate = (step - first) / max(time.monotonic() - started, 1e-9)
             print(f"\rstep {step}/{cfg.steps}  loss {last['total']:.4f}  "
@@ -163,12 +170,37 @@ def _batch(clips: list[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, 
     return (torch.from_numpy(crops(clips, picks)),), {"prior": (sem_ir, sem_vis), "mask": mask}
 
 
+#: Probe crops the prompts are fitted on, and Adam steps of each refit (the first fit takes
+#: clipfusion.FIT_STEPS from scratch; a refit starts from the fitted prompts).
+PROBE_CROPS = 64
+REFIT_STEPS = 60
+
+
+def _probe(clips: list[np.ndarray], cfg: TrainConfig):
+    """The fixed crops (frame t) the prompts are fitted and refitted on."""
+    import torch
+
+    return torch.from_numpy(sample(clips, PROBE_CROPS, np.random.default_rng(cfg.seed + 1)))
+
+
+def _refit(targets, net, clips: list[np.ndarray], cfg: TrainConfig) -> float:
+    """CLIPFusion's adaptive learning: the prompts refitted with the network's current fused
+    images of the probe crops as the fused class; returns the refit's stage-1 total."""
+    from streamfuse.train import losses as L
+    from streamfuse.train.objectives import FUSED_LUMA
+
+    probe = _probe(clips, cfg)
+    was_training = net.training
+    net.eval()  # BatchNorm's running statistics, as the network fuses after training
+    fused = FUSED_LUMA[MODES[cfg.model].network](net, probe)
+    net.train(was_training)
+    return targets.fit(probe[:, 0, :1], L.luma(probe[:, 0, 1:4]), fused, steps=REFIT_STEPS)["total"]
+
+
 def _prompt_targets(clip_rig: Path | None, clips: list[np.ndarray], cfg: TrainConfig, state: dict | None):
     """CLIPFusion's prompt targets (`streamfuse.train.clipfusion`), or None without --clipfusion."""
     if clip_rig is None:
         return None
-    import torch
-
     from streamfuse.train import clipfusion
     from streamfuse.train import losses as L
 
@@ -176,8 +208,8 @@ def _prompt_targets(clip_rig: Path | None, clips: list[np.ndarray], cfg: TrainCo
     if state is not None and state.get("prompts") is not None:
         targets.load_state_dict(state["prompts"])
     else:
-        probe = torch.from_numpy(sample(clips, 64, np.random.default_rng(cfg.seed + 1)))[:, 0]
-        # Grey IR against the grey visible luma: the lite network fuses lumas, so colour must
+        probe = _probe(clips, cfg)[:, 0]
+        # Grey IR against the grey visible luma: the losses read the fused luma, so colour must
         # not be what tells the prompts apart.
         targets.fit(probe[:, :1], L.luma(probe[:, 1:]))
     return targets

@@ -62,7 +62,7 @@ def lite_losses(net, batch, clip=None) -> dict:
     }
 
 
-def spg_losses(net, batch, prior=None, mask=None) -> dict:
+def spg_losses(net, batch, prior=None, mask=None, clip=None) -> dict:
     """The weighted loss terms of one training batch; their sum is what to minimise.
 
     Args:
@@ -73,6 +73,8 @@ def spg_losses(net, batch, prior=None, mask=None) -> dict:
             (B, D, h, w); frame t+1 is fused with the same maps, as the pipeline reuses a prior
             between refreshes. The modulation then gets its gradients from every term.
         mask: (B,1,H,W) target masks of frame t (the `mask` training prior), or None.
+        clip: a `clipfusion.PromptTargets`: CLIPFusion's prompt loss on the fused luma too
+            (x CLIP_W; luma, as the prompts were fitted on grey images).
 
     Terms, SPGFusion's (`util.py`), on RGB views of frame t (the IR repeated to three channels),
     f the fused image, with their weights:
@@ -95,7 +97,8 @@ def spg_losses(net, batch, prior=None, mask=None) -> dict:
     f0, f1, b0, b1 = L.grey_rgb(fused0), L.grey_rgb(fused1), L.grey_rgb(vis0), L.grey_rgb(rgb(batch[:, 1, 1:4]))
     a0, a1 = ir0, batch[:, 1, :1]
     source_change = torch.maximum((a1 - a0).abs(), (b1 - b0).abs())
-    return {
+    extra = {} if clip is None else {"clip": CLIP_W * clip.loss(L.luma(out[:n]))}
+    return extra | {
         "ssim": SPG_SSIM_W * (L.ssim_loss(vis0, fused0) + L.ssim_loss(a0, f0)),
         "gradient": SPG_GRAD_W * L.max_gradient_loss(b0, a0, f0),
         "intensity": SPG_INTENSITY_W * L.intensity_mask_loss(vis0, ir0.expand(-1, 3, -1, -1), fused0, mask),
@@ -105,5 +108,21 @@ def spg_losses(net, batch, prior=None, mask=None) -> dict:
     }
 
 
+@torch.no_grad()
+def lite_fused_luma(net, batch) -> torch.Tensor:
+    """(B,1,H,W) the lite network's fused luma of frame t of a batch (CLIPFusion's refits)."""
+    a0, b0 = batch[:, 0, :1], L.luma(batch[:, 0, 1:])
+    feats, a_low, b_low = lite_torch.features_torch(a0, b0)
+    return lite_torch.apply_torch(a0, b0, lite_torch.probabilities_torch(net(feats)), a_low, b_low).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def spg_fused_luma(net, batch) -> torch.Tensor:
+    """(B,1,H,W) the spg network's fused luma of frame t of a batch, without a prior."""
+    return L.luma(net(batch[:, 0, :1], batch[:, 0, 1:4]).clamp(0.0, 1.0))
+
+
 #: The objective of each trainable network (`streamfuse.fuse.MODES[...].network`).
 OBJECTIVES = {"lite_torch": lite_losses, "spg": spg_losses}
+#: What each trainable network fuses a batch to, as CLIPFusion's prompts read it (grey).
+FUSED_LUMA = {"lite_torch": lite_fused_luma, "spg": spg_fused_luma}
