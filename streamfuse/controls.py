@@ -52,8 +52,10 @@ class Controls:
     def __init__(self, fusion: FusionConfig, distance_m: float | None = None):
         self._lock = threading.Lock()
         self.settings = Settings(fusion.mode, fusion.palette, fusion.strength, "fused", distance_m)
-        #: The modes a viewer may switch to: those that need a weights file only if the rig gave one.
-        self.modes = tuple(m for m in MODES if m not in NEEDS_WEIGHTS or fusion.weights is not None)
+        #: The modes a viewer may switch to: a mode that needs a weights file only when it is the
+        #: rig's own mode with its file (`fusion.weights` holds one network's weights).
+        self.modes = tuple(m for m in MODES if m not in NEEDS_WEIGHTS
+                           or (m == fusion.mode and fusion.weights is not None))
         self._hot_tint = fusion.hot_tint
 
     def palette_use(self) -> str:

@@ -39,7 +39,8 @@ def test_a_change_is_checked_and_applied_all_or_nothing():
 def test_keys_cycle_and_nudge_within_range():
     controls = Controls(FusionConfig(mode="pyramid", strength=0.95))
     assert [controls.cycle("mode").mode for _ in range(4)] == ["alpha", "msx", "lite", "pyramid"]  # no spg: no weights
-    assert Controls(FusionConfig(weights="spg.pt")).modes == ("alpha", "msx", "lite", "pyramid", "spg")
+    assert Controls(FusionConfig(mode="spg", weights="spg.pt")).modes == ("alpha", "msx", "lite", "pyramid", "spg")
+    assert Controls(FusionConfig(mode="c3d", weights="c3d.pt")).modes == ("alpha", "msx", "lite", "pyramid", "c3d")
     assert [controls.cycle("view").view for _ in range(len(VIEWS))] == [*VIEWS[1:], "fused"]
     assert controls.nudge_strength(0.05).strength == 1.0
     assert controls.nudge_strength(0.05).strength == 1.0

@@ -282,7 +282,7 @@ def test_config_validation(kwargs, message):
 
 
 def test_registry_and_factory():
-    assert set(MODES) == {"alpha", "msx", "pyramid", "lite", "spg"} and NEEDS_WEIGHTS == {"spg"}
+    assert set(MODES) == {"alpha", "msx", "pyramid", "lite", "spg", "c3d"} and NEEDS_WEIGHTS == {"spg", "c3d"}
     for mode in READY:
         cls = fuser_class(mode)
         fuser = make_fuser(FusionConfig(mode=mode))

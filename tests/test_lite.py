@@ -296,7 +296,7 @@ def test_train_with_clipfusion_prompts_checkpoints_them(tmp_path):
     assert state["prompts"] is not None and "ctx" in state["prompts"]
 
 
-@pytest.mark.parametrize("model", ["lite", "spg"])
+@pytest.mark.parametrize("model", ["lite", "spg", "c3d"])
 def test_clipfusion_refits_the_prompts_on_the_network_s_fused_images_every_k_steps(tmp_path, model, monkeypatch):
     from streamfuse.train.clipfusion import PromptTargets
 

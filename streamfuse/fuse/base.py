@@ -45,6 +45,7 @@ MODES: dict[str, Mode] = {
     "lite": Mode("lite:LiteFuser", network="lite_torch", palette="hot"),
     "pyramid": Mode("classical:PyramidFuser", palette="hot"),
     "spg": Mode("spg:SPGFuser", needs_weights=True, network="spg", palette="none"),
+    "c3d": Mode("c3d:C3dFuser", needs_weights=True, network="c3d", palette="none"),
 }
 
 
@@ -72,7 +73,7 @@ class FusionConfig:
     """How to fuse. Validated on construction, so `FusionConfig(**yaml_dict)` fails early.
 
     Attributes:
-        mode: a key of MODES ("alpha", "msx", "pyramid", "lite", "spg").
+        mode: a key of MODES ("alpha", "msx", "pyramid", "lite", "spg", "c3d").
         palette: a key of PALETTES: the colours of the IR in the modes that colour it ("alpha",
             "msx"); in those that keep the visible colour ("pyramid", "lite"), the colour of
             the hot targets (`hot_tint`, `fuse.isotherm`).

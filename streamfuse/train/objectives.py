@@ -13,7 +13,8 @@ objective is label-free.
     consistency  | maps(flip x) - flip maps(x) |               equivariance
     temporal     | maps(x_t) - maps(x_t+1) |                   no flicker between frames
 
-`spg` has SPGFusion's published losses (`spg_losses`) and a temporal term.
+`spg` has SPGFusion's published losses (`spg_losses`) and a temporal term; `c3d` (CLIPFusion's
+generator) the lite measures on its luma, a temporal term, and CLIPFusion's prompt loss.
 """
 from __future__ import annotations
 
@@ -108,6 +109,29 @@ def spg_losses(net, batch, prior=None, mask=None, clip=None) -> dict:
     }
 
 
+def c3d_losses(net, batch, clip=None) -> dict:
+    """The c3d generator's loss terms: the lite terms (the image measures, made differentiable)
+    on its fused luma, the temporal term on the luma itself, and with `clip` CLIPFusion's
+    prompt loss, its main signal in the paper."""
+    a0, b0 = batch[:, 0, :1], L.luma(batch[:, 0, 1:])
+    a1, b1 = batch[:, 1, :1], L.luma(batch[:, 1, 1:])
+    f0, f1 = net(a0, b0), net(a1, b1)
+    source_change = torch.maximum((a1 - a0).abs(), (b1 - b0).abs())
+    extra = {} if clip is None else {"clip": CLIP_W * clip.loss(f0)}
+    return extra | {
+        "vif": VIF_W * (VIF_TARGET - L.vif(a0, f0) - L.vif(b0, f0)).clamp(min=0).mean(),
+        "qabf": QABF_W * (1.0 - L.qabf(a0, b0, f0)).mean(),
+        "scd": SCD_W * (SCD_TARGET - (2.0 - L.scd(f0, a0, b0))).clamp(min=0).mean(),
+        "temporal": SPG_TEMPORAL_W * torch.relu((f1 - f0).abs() - source_change).mean(),
+    }
+
+
+@torch.no_grad()
+def c3d_fused_luma(net, batch) -> torch.Tensor:
+    """(B,1,H,W) the c3d generator's fused luma of frame t of a batch."""
+    return net(batch[:, 0, :1], L.luma(batch[:, 0, 1:]))
+
+
 @torch.no_grad()
 def lite_fused_luma(net, batch) -> torch.Tensor:
     """(B,1,H,W) the lite network's fused luma of frame t of a batch (CLIPFusion's refits)."""
@@ -123,6 +147,6 @@ def spg_fused_luma(net, batch) -> torch.Tensor:
 
 
 #: The objective of each trainable network (`streamfuse.fuse.MODES[...].network`).
-OBJECTIVES = {"lite_torch": lite_losses, "spg": spg_losses}
+OBJECTIVES = {"lite_torch": lite_losses, "spg": spg_losses, "c3d": c3d_losses}
 #: What each trainable network fuses a batch to, as CLIPFusion's prompts read it (grey).
-FUSED_LUMA = {"lite_torch": lite_fused_luma, "spg": spg_fused_luma}
+FUSED_LUMA = {"lite_torch": lite_fused_luma, "spg": spg_fused_luma, "c3d": c3d_fused_luma}
