@@ -123,3 +123,22 @@ def test_train_priors_usage_errors(tmp_path, prior_rig):
     assert no_section.returncode == 2 and "has no priors: section" in no_section.stderr
     crop = streamfuse("train", "--model", "spg", "--crop", 70, "--steps", 1)
     assert crop.returncode == 2 and "crop: expected a multiple of 16" in crop.stderr
+
+
+def test_the_mask_prior_benchmark_prints_both_networks_with_numbers(capsys):
+    import re
+
+    from streamfuse.cli import main
+
+    assert main(["bench-models", "--mask-prior", "2", "--crop", "64"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("spg mask-prior experiment: 2 steps")
+    number = r"(-?\d+\.\d+)"
+    rows = [re.search(rf"masked contrast {number} with the mask, {number} without; gain ([+-]\d+\.\d+); "
+                      rf"outside change {number} grey levels", line) for line in lines[1:]]
+    assert len(rows) == 2 and all(rows)
+    for row in rows:
+        with_mask, without, gain = (float(row.group(i)) for i in (1, 2, 3))
+        assert abs(gain - (with_mask - without)) < 2e-3
+    assert main(["bench-models", "--mask-prior", "2", "--crop", "70"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err

@@ -122,8 +122,10 @@ def _ring(mask: np.ndarray) -> np.ndarray:
     return (outer > 0) & ~(inner > 0)
 
 
-def bench(steps: int, out: TextIO = sys.stdout, **train) -> tuple[MaskScore, MaskScore]:
-    """Train both networks, score them, print a line each; returns (with mask, without priors)."""
+def bench(steps: int, out: TextIO | None = None, **train) -> tuple[MaskScore, MaskScore]:
+    """Train both networks, score them, print a line each (to `out`, default stdout); returns
+    (with mask, without priors)."""
+    out = out or sys.stdout
     trained_mask, trained_none = train_pair(steps, **train)
     frames = eval_frames()
     scores = score(trained_mask, frames), score(trained_none, frames)

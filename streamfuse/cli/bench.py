@@ -45,6 +45,11 @@ def add_parsers(sub) -> None:
     m.add_argument("--size", type=_model_size, default=(640, 512), metavar="WxH", help="frame size (640x512)")
     m.add_argument("--frames", type=positive_int, default=10, metavar="N",
                    help=f"timed frames per item (10; lite at least {LITE_MIN_FRAMES})")
+    m.add_argument("--mask-prior", type=positive_int, metavar="STEPS",
+                   help="instead: spg's mask-prior experiment, two networks trained STEPS steps each with "
+                        "and without the synthetic scenes' target masks as the prior (minutes on a CPU)")
+    m.add_argument("--crop", type=positive_int, default=96, metavar="PX",
+                   help="training crop side of --mask-prior (96; a multiple of 16)")
     m.set_defaults(handler=_cmd_bench_models)
 
     v = sub.add_parser("bench-viewers", help="frame rate with and without browser viewers and a slow sink")
@@ -112,6 +117,17 @@ def _cmd_bench_models(args) -> int:
             raise needs_torch("bench-models --device cuda") from None
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError("bench-models: --device cuda, but torch sees no CUDA device here; use --device cpu")
+    if args.mask_prior:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            raise needs_torch("bench-models --mask-prior") from None
+        if args.crop % 16 or args.crop < 32:
+            raise UsageError(f"bench-models: --crop: expected a multiple of 16 of at least 32, got {args.crop}")
+        from streamfuse.bench import spg_mask
+
+        spg_mask.bench(args.mask_prior, crop=args.crop, lr=2e-3)
+        return 0
     from streamfuse.bench.models import bench
 
     bench(args.size, args.frames, args.device)
