@@ -38,6 +38,7 @@ Colour order: the visible input and the output are BGR (OpenCV's, and `train.dat
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -199,6 +200,7 @@ def build_net() -> SPGFusionNet:
 # --- priors -> semantic maps (numpy, no torch) ---------------------------------------------
 
 
+@functools.lru_cache(maxsize=8)
 def projection(channels: int, dim: int = SEMANTIC_DIM) -> np.ndarray:
     """The fixed (channels, dim) projection of CLIP features onto the network's semantic input:
     orthonormal columns (or rows, for a CLIP narrower than `dim`: then it is an exact isometry)
@@ -208,7 +210,9 @@ def projection(channels: int, dim: int = SEMANTIC_DIM) -> np.ndarray:
     small distortion (Johnson-Lindenstrauss), which is all that a prior's meaning is."""
     gauss = np.random.RandomState(channels).standard_normal((max(channels, dim), min(channels, dim)))
     q, _ = np.linalg.qr(gauss)
-    return (q if channels >= dim else q.T).astype(np.float32)
+    q = (q if channels >= dim else q.T).astype(np.float32)
+    q.flags.writeable = False  # shared by every caller (cached)
+    return q
 
 
 def semantic_maps(prior) -> tuple[np.ndarray, np.ndarray]:
