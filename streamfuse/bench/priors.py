@@ -26,7 +26,13 @@ import numpy as np
 
 from streamfuse.bench.throughput import as_fast
 from streamfuse.pipeline import run
-from streamfuse.priors.config import NATIVE, ClipConfig, DinoConfig, PriorConfig, PromptConfig
+from streamfuse.priors.config import (
+    NATIVE,
+    ClipConfig,
+    DinoConfig,
+    PriorConfig,
+    PromptConfig,
+)
 from streamfuse.rig import RigConfig
 
 #: name -> (CLIP model, DINO model, input size): the configurations the cost table compares.

@@ -5,11 +5,12 @@ Each tower travels with its preprocessing (mean, std, patch size) and keeps its 
 embeddings resized once per patch grid: the libraries' own dynamic-size paths resample them
 on every call. What the forwards return:
 
-- `ClipTower(x)`: the global image embedding (B, E); the patch tokens of block `layer` as
-  its `ln_2` sees them (B, gh, gw, C): after the block's attention residual, normalised,
-  before its MLP, where SPGFusion hooks `resblocks[-3].ln_2`; and dense patch embeddings in the text space (B, gh, gw, E), taken from
-  the last block's value path as MaskCLIP does (the query-key attention of the last block
-  mixes every patch into the class token and is left out), for zero-shot relevance.
+- `ClipTower(x)`: the global image embedding (B, E); the patch tokens at the output of
+  block `layer`'s `ln_2` (B, gh, gw, C): after the block's attention residual, normalised,
+  before its MLP, where SPGFusion hooks `resblocks[-3].ln_2`; and dense patch embeddings
+  in the text space (B, gh, gw, E), taken from the last block's value path as MaskCLIP does
+  (the query-key attention of the last block mixes every patch into the class token and is
+  left out), for zero-shot relevance.
 - `DinoTower(x)`: the last block's value features (B, gh, gw, D), whose cosine affinities
   group the patches of one object (SPGFusion's local prior).
 """
@@ -46,6 +47,7 @@ class ClipTower:
         if not isinstance(visual, ClipVisionTransformer) or visual.attn_pool is not None \
                 or visual.pool_type != "tok" \
                 or not all(isinstance(b, ResidualAttentionBlock) for b in visual.transformer.resblocks):
+            # the tap and the value path recompute these blocks' halves (`_tapped`, `_value_path`)
             raise UsageError(f"priors.clip.model: {name} is not a plain ViT with a class token; "
                              f"use ViT-B-16, ViT-B-32 or ViT-S-16")
         blocks = len(visual.transformer.resblocks)
