@@ -99,6 +99,7 @@ def test_size_is_pixels_or_native_and_anything_else_is_refused_in_one_line():
     assert build(PriorConfig, {"size": "native"}, "priors").size == "native"
     assert build(PriorConfig, {"size": 160}, "priors").size == 160
     assert "size=native" in PriorConfig(size="native").key and "size=224" in PriorConfig().key
+    assert "@-3.ln_2 " in PriorConfig().key  # the CLIP tap: priors cached from the block output differ
     for bad in ("nativ", 0, -1, 2000, True, 224.0, "224"):
         with pytest.raises(ConfigError) as err:
             build(PriorConfig, {"size": bad}, "priors")

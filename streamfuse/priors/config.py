@@ -197,9 +197,11 @@ class PriorConfig:
         """What a prior depends on besides the frames: models, weights, input size, prompts.
 
         Two priors with the same key are comparable; a cached prior with another key is not.
+        `ln_2` names the CLIP tap (SPGFusion's): priors cached before it (the block's output)
+        have keys without it, so they are not taken for these.
         """
         prompts = ",".join(f"{p.text}:{p.weight:g}" for p in self.prompts)
-        return (f"clip={self.clip.model}/{self.clip.weights}@{self.clip.layer} "
+        return (f"clip={self.clip.model}/{self.clip.weights}@{self.clip.layer}.ln_2 "
                 f"dino={self.dino.model}/{self.dino.weights} size={self.size} "
                 f"strength={self.strength:g} prompts=[{prompts}]")
 
