@@ -16,6 +16,7 @@ rig file's folder. Top-level keys:
     fusion: {mode, palette, hot_tint, strength, detail_radius, levels}
     sinks: [{type: mp4, path, ...}, {type: "null"}]
     priors: {clip, dino, prompts, every_frames, ...}   # optional: CLIP/DINO semantic priors
+                               # (dino.model not named: DINO ViT-B/16 for spg, ViT-S/16 otherwise)
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ from streamfuse.config import (
 )
 from streamfuse.errors import RigError
 from streamfuse.fuse import FusionConfig
-from streamfuse.priors.config import PriorConfig, resolve_paths
+from streamfuse.priors.config import PriorConfig, dino_for_mode, resolve_paths
 from streamfuse.register.calibration import Calibration, load_calibration
 from streamfuse.register.registrar import RegistrationConfig
 from streamfuse.sinks import SINK_TYPES, Mp4SinkConfig, SinkConfig
@@ -76,6 +77,9 @@ class RigConfig:
     sinks: tuple[SinkConfig, ...] = ()
     #: Semantic priors: on when the rig has a `priors:` section (empty: the defaults).
     priors: PriorConfig | None = None
+    #: Whether the rig names `priors.dino.model`; if not, the model follows the fusion mode
+    #: (`priors.config.dino_for_mode`), also after `with_mode`.
+    dino_named: bool = False
     registration: RegistrationConfig = field(default_factory=RegistrationConfig)
     live: LiveConfig = field(default_factory=LiveConfig)
     thermal: ThermalConfig = field(default_factory=ThermalConfig)
@@ -83,9 +87,10 @@ class RigConfig:
     def with_mode(self, mode: str) -> "RigConfig":
         """The same rig with another fusion mode (the CLI's --mode)."""
         try:
-            return dataclasses.replace(self, fusion=dataclasses.replace(self.fusion, mode=mode))
+            fusion = dataclasses.replace(self.fusion, mode=mode)
         except ValueError as exc:
             raise RigError(f"--mode: {str(exc).split(':', 1)[-1].strip()}") from None
+        return dataclasses.replace(self, fusion=fusion, priors=_mode_dino(self.priors, mode, self.dino_named))
 
     def with_recording(self, path: Path) -> "RigConfig":
         """The same rig with one more MP4 sink (the CLI's --record)."""
@@ -155,6 +160,7 @@ def _parse(path: Path, data: object) -> RigConfig:
     fusion = build(FusionConfig, _section(data, "fusion", {}), "fusion").resolved(base)
     if thermal.isotherm_c is not None:  # an isotherm in degrees replaces the scene-relative tint
         fusion = dataclasses.replace(fusion, hot_tint=False)
+    priors = _priors(data, fusion.mode, base)
     return RigConfig(
         path=path, name=str(data.get("name") or path.stem), ir=ir, vis=vis,
         calibration_path=cal_path, calibration=cal,
@@ -162,12 +168,30 @@ def _parse(path: Path, data: object) -> RigConfig:
         sync=build(SyncConfig, _section(data, "sync", {}), "sync"),
         fusion=fusion,
         sinks=tuple(_resolve(base, _typed(SINK_TYPES, s, f"sinks[{i}]"), f"sinks[{i}]") for i, s in enumerate(sinks)),
-        priors=resolve_paths(build(PriorConfig, _section(data, "priors", {}), "priors"), base)
-        if "priors" in data else None,
+        priors=priors, dino_named=priors is not None and _dino_named(data),
         registration=_registration(data, cal),
         live=build(LiveConfig, _section(data, "live", {}), "live"),
         thermal=thermal,
     )
+
+
+def _priors(data: dict, mode: str, base: Path) -> PriorConfig | None:
+    if "priors" not in data:
+        return None
+    cfg = build(PriorConfig, _section(data, "priors", {}), "priors")
+    return resolve_paths(_mode_dino(cfg, mode, _dino_named(data)), base)
+
+
+def _dino_named(data: dict) -> bool:
+    """Whether the rig names priors.dino.model (once the section has built: both are mappings)."""
+    return "model" in _section(_section(data, "priors", {}), "dino", {})
+
+
+def _mode_dino(cfg: PriorConfig | None, mode: str, named: bool) -> PriorConfig | None:
+    """`cfg` with the DINO of fusion mode `mode`, unless the rig named one."""
+    if cfg is None or named:
+        return cfg
+    return dataclasses.replace(cfg, dino=dataclasses.replace(cfg.dino, model=dino_for_mode(mode)))
 
 
 def _registration(data: dict, cal: Calibration | None) -> RegistrationConfig:

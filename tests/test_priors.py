@@ -95,6 +95,22 @@ def test_config_builds_from_yaml_shapes_and_rejects_mistakes():
         assert err.value.key.startswith(key), (bad, err.value.key)
 
 
+def test_size_is_pixels_or_native_and_anything_else_is_refused_in_one_line():
+    assert build(PriorConfig, {"size": "native"}, "priors").size == "native"
+    assert build(PriorConfig, {"size": 160}, "priors").size == 160
+    assert "size=native" in PriorConfig(size="native").key and "size=224" in PriorConfig().key
+    assert "@-3.ln_2 " in PriorConfig().key  # the CLIP tap: priors cached from the block output differ
+    for bad in ("nativ", 0, -1, 2000, True, 224.0, "224"):
+        with pytest.raises(ConfigError) as err:
+            build(PriorConfig, {"size": bad}, "priors")
+        message = str(err.value)
+        assert err.value.key == "priors.size" and "\n" not in message, (bad, message)
+        if not isinstance(bad, (bool, float)):  # those two stop at the type check, one line too
+            assert "32 to 1024 pixels, or native" in message and repr(bad) in message, message
+    with pytest.raises(ValueError, match="size: expected .* or native"):
+        PriorConfig(size="nativ")
+
+
 def test_file_references_are_relative_to_the_rig_and_must_exist(tmp_path):
     (tmp_path / "w").mkdir()
     (tmp_path / "w" / "dino.safetensors").write_bytes(b"x")
@@ -341,6 +357,72 @@ def test_our_forwards_match_the_libraries_own(tiny):
         pooled, inter, dense = tiny.clip(x)
         assert torch.allclose(pooled, visual(x), atol=1e-5)
     assert inter.shape == (2, 4, 4, 48) and dense.shape == (2, 4, 4, 32)
+
+
+def _hooked(visual, layer: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """open_clip's own forward of `x` with forward hooks on resblocks[layer].ln_2 (SPGFusion's
+    hook) and on the block itself: (ln_2 output, block output, pooled embedding); the tokens
+    (B, 1 + gh*gw, C) batch first, as SPGFusion permutes them."""
+    block = visual.transformer.resblocks[layer]
+    captured = {}
+    hooks = [block.ln_2.register_forward_hook(lambda m, i, o: captured.setdefault("ln_2", o)),
+             block.register_forward_hook(lambda m, i, o: captured.setdefault("block", o))]
+    try:
+        with torch.inference_mode():
+            pooled = visual(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    first = (lambda t: t) if visual.transformer.batch_first else (lambda t: t.transpose(0, 1))
+    return first(captured["ln_2"]), first(captured["block"]), pooled
+
+
+def test_clip_tap_is_what_a_hook_on_ln_2_sees_and_the_forward_is_unchanged(tiny):
+    visual, layer = tiny.clip.visual, tiny.clip.layer
+    assert layer == 1  # -2 of 3 blocks: a block in the middle, so the blocks after it see its output
+    x = torch.randn(2, 3, 64, 64)
+    ln_2, block_out, theirs = _hooked(visual, layer, x)
+    with torch.inference_mode():
+        pooled, inter, _ = tiny.clip(x)
+    assert torch.allclose(inter, ln_2[:, 1:].reshape(inter.shape), atol=1e-5)
+    assert torch.allclose(pooled, theirs, atol=1e-5)  # the split block adds up to block(x)
+    assert not torch.allclose(inter, block_out[:, 1:].reshape(inter.shape), atol=1e-2)  # not the old tap
+
+
+def test_clip_tap_also_holds_for_a_sequence_first_transformer(tiny):
+    visual, layer = tiny.clip.visual, tiny.clip.layer
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        before = tiny.clip(x)
+    visual.transformer.batch_first = False  # open_clip's older layout: (tokens, B, C) between blocks
+    for block in visual.transformer.resblocks:
+        block.attn.batch_first = False
+    try:
+        ln_2, _, theirs = _hooked(visual, layer, x)
+        with torch.inference_mode():
+            after = tiny.clip(x)
+    finally:
+        visual.transformer.batch_first = True
+        for block in visual.transformer.resblocks:
+            block.attn.batch_first = True
+    for a, b in zip(before, after):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(after[1], ln_2[:, 1:].reshape(after[1].shape), atol=1e-5)
+    assert torch.allclose(after[0], theirs, atol=1e-5)
+
+
+def test_native_size_reads_the_frame_at_its_own_size_on_whole_patches(tmp_path):
+    extractor = build_extractor(tiny_config(tmp_path, size="native"), "rig.yaml")
+    rng = np.random.default_rng(2)
+    for h, w in ((512, 640), (500, 650)):
+        ir = rng.integers(20000, 30000, (h, w), dtype=np.uint16)
+        vis = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        prior = extractor(ir, vis)
+        assert prior.emphasis.shape == (round(h / 16), round(w / 16)), (h, w)
+        assert prior.semantic_ir.shape[:2] == prior.emphasis.shape and "size=native" in prior.key
+        mw, mh = extractor.input_size((w, h))
+        assert abs(mw - w) <= 8 and abs(mh - h) <= 8  # at most half a patch of resize
+    assert extractor.input_size((640, 512)) == (640, 512)
 
 
 def test_clip_and_dino_with_different_patch_sizes_share_the_dino_grid(tmp_path):

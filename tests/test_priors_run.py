@@ -288,6 +288,23 @@ def test_run_with_priors_reports_refreshes_and_ages_in_the_summary(tmp_path):
     assert "WARNING" not in proc.stderr and "random" not in proc.stderr  # no library chatter
 
 
+def test_bench_priors_prints_a_cost_per_thread_count_for_each_config_at_the_frame_size(tmp_path, capsys,
+                                                                                      monkeypatch):
+    """In-process, with tiny models standing in for a named configuration (the cost table's
+    code path, at the native size of a 640x512 frame)."""
+    from streamfuse.bench import priors as bench_priors
+    from streamfuse.cli import main
+
+    monkeypatch.setitem(bench_priors.CONFIGS, "tiny", (str(tiny_clip_file(tmp_path)), "test_vit", "native"))
+    assert main(["bench-priors", "--configs", "tiny", "--no-pipeline", "--frame", "640x512"]) == 0
+    out = capsys.readouterr().out
+    assert "640x512 frames" in out.splitlines()[0]
+    row = next(line.split() for line in out.splitlines() if line.strip().startswith("tiny "))
+    assert row[-3] == "native" and all(float(ms) > 0 for ms in row[-2:]), row  # 1 and 2 threads
+    assert main(["bench-priors", "--configs", "nope", "--no-pipeline"]) == 2
+    assert "dino-b-native" in capsys.readouterr().err  # the error lists the configurations
+
+
 def test_models_list_verify_and_a_corrupted_file(tmp_path, capsys):
     """In-process through cli.main (the subprocess path is covered above)."""
     import timm

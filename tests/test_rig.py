@@ -207,6 +207,10 @@ CASES = [
      True),
     ("unknown-prompt-key", _setting("priors", {"prompts": [{"text": "person", "colour": 1}]}),
      ["{rig}", "priors.prompts[0].colour", "unknown key", "text, weight"], True),
+    ("prior-size-misspelt", _setting("priors", {"size": "nativ"}),
+     ["{rig}", "priors.size", "32 to 1024 pixels, or native", "'nativ'"], True),
+    ("prior-size-zero", _setting("priors", {"size": 0}), ["{rig}", "priors.size", "or native", "got 0"], False),
+    ("prior-size-negative", _setting("priors", {"size": -1}), ["{rig}", "priors.size", "or native", "got -1"], False),
     ("calibration-unreadable", _setting("calibration", "/proc/self/mem"), ["{rig}", "/proc/self/mem", "kernel file"], True),
     ("unhashable-source-type", _setting("sources.ir.type", {"a": 1}), ["{rig}", "sources.ir.type", "unknown type"], True),
     ("unhashable-sink-type", _setting("sinks", [{"type": []}]), ["{rig}", "sinks[0].type", "unknown type"], True),
@@ -284,3 +288,45 @@ def test_falsy_section_of_the_wrong_type_is_rejected(tmp_path: Path, key, value)
     rig_path = write_rig(tmp_path, _setting(key, value))
     with pytest.raises(RigError, match=key):
         load_rig(rig_path)
+
+
+# --- priors: the DINO follows the fusion mode unless the rig names one -------------------------
+
+def _priors_rig(tmp: Path, mode: str, priors: dict) -> Path:
+    def edit(data, tmp):
+        data["fusion"] = {**(data.get("fusion") or {}), "mode": mode}
+        data["priors"] = priors
+        return data
+    return write_rig(tmp, edit)
+
+
+@pytest.mark.parametrize("priors", [{}, {"dino": {"weights": "random"}}, {"size": "native"}])
+def test_spg_defaults_to_dino_vit_b16_and_the_other_modes_to_vit_s16(tmp_path: Path, priors):
+    spg = load_rig(_priors_rig(tmp_path, "spg", priors))
+    assert spg.priors.dino.model == "vit_base_patch16_224"
+    assert spg.priors.dino.weights == priors.get("dino", {}).get("weights", "dino")
+    assert "dino=vit_base_patch16_224/" in spg.priors.key  # a cached ViT-S prior does not pass for it
+    assert load_rig(_priors_rig(tmp_path, "pyramid", priors)).priors.dino.model == "vit_small_patch16_224"
+    # --mode follows too, both ways
+    assert spg.with_mode("alpha").priors.dino.model == "vit_small_patch16_224"
+    assert spg.with_mode("alpha").with_mode("spg").priors.dino.model == "vit_base_patch16_224"
+
+
+def test_an_explicit_dino_model_wins_over_the_modes_default(tmp_path: Path):
+    small = load_rig(_priors_rig(tmp_path, "spg", {"dino": {"model": "vit_small_patch16_224"}}))
+    assert small.priors.dino.model == "vit_small_patch16_224"
+    assert small.with_mode("pyramid").with_mode("spg").priors.dino.model == "vit_small_patch16_224"
+    base = load_rig(_priors_rig(tmp_path, "alpha", {"dino": {"model": "vit_base_patch16_224"}}))
+    assert base.priors.dino.model == "vit_base_patch16_224"
+    assert load_rig(_priors_rig(tmp_path, "spg", {})).with_mode("lite").priors is not None
+    no_priors = load_rig(write_rig(tmp_path, lambda data, tmp: data))
+    assert no_priors.priors is None and no_priors.with_mode("spg").priors is None
+
+
+def test_readme_and_the_priors_rig_say_which_dino_spg_gets():
+    readme = (REPO / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if line.startswith("| `priors.dino.model`"))
+    assert "vit_base_patch16_224" in row and "spg" in row and "vit_small_patch16_224" in row
+    rig_file = (REPO / "rigs" / "priors.yaml").read_text().splitlines()
+    dino_line = next(line for line in rig_file if line.strip().startswith("dino:"))
+    assert "vit_base_patch16_224" in dino_line and "spg" in dino_line

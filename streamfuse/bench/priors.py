@@ -2,8 +2,9 @@
 
 Two parts, both with random weights of the real architectures (same cost as pretrained ones):
 
-1. Refresh cost: milliseconds per prior refresh (one IR/visible pair of 640x480, both
-   cameras in one batch) for the default and the smaller configurations, with 1 and 2
+1. Refresh cost: milliseconds per prior refresh (one IR/visible pair of 640x480, or the
+   `--frame` size, both cameras in one batch) for the default, the smaller and the larger
+   configurations (DINO ViT-B/16, the frame at its native size), with 1 and 2
    torch threads: the fastest of a few refreshes after a warm-up (on a shared machine the
    fastest is the one the others disturbed least).
 2. In the pipeline: a synthetic rig (default rigs/bench.yaml, recording to a temporary MP4)
@@ -25,16 +26,27 @@ import numpy as np
 
 from streamfuse.bench.throughput import as_fast
 from streamfuse.pipeline import run
-from streamfuse.priors.config import ClipConfig, DinoConfig, PriorConfig, PromptConfig
+from streamfuse.priors.config import (
+    NATIVE,
+    ClipConfig,
+    DinoConfig,
+    PriorConfig,
+    PromptConfig,
+)
 from streamfuse.rig import RigConfig
 
 #: name -> (CLIP model, DINO model, input size): the configurations the cost table compares.
+#: dino-b is spg's default (SPGFusion's DINO ViT-B/16); the -native ones see the whole frame.
 CONFIGS = {
     "default": ("ViT-B-16", "vit_small_patch16_224", 224),
     "small": ("ViT-B-32", "vit_small_patch16_224", 224),
     "small-160": ("ViT-B-32", "vit_small_patch16_224", 160),
     "dino-b": ("ViT-B-16", "vit_base_patch16_224", 224),
+    "native": ("ViT-B-16", "vit_small_patch16_224", NATIVE),
+    "dino-b-native": ("ViT-B-16", "vit_base_patch16_224", NATIVE),
 }
+#: (w, h) of the pair the cost table refreshes on, unless `--frame` says otherwise.
+COST_FRAME = (640, 480)
 PROMPTS = (PromptConfig("person"), PromptConfig("car", 0.7))
 
 
@@ -45,16 +57,19 @@ def random_config(name: str, **overrides) -> PriorConfig:
                        size=size, prompts=PROMPTS, **overrides)
 
 
-def refresh_cost(name: str, threads: int, repeats: int = 5, device: str = "cpu") -> float:
-    """Fastest ms per refresh of configuration `name` with `threads` torch threads."""
+def refresh_cost(name: str, threads: int, repeats: int = 5, device: str = "cpu",
+                 frame: tuple[int, int] = COST_FRAME) -> float:
+    """Fastest ms per refresh of configuration `name` with `threads` torch threads, on a
+    random pair of `frame` (w, h)."""
     import torch
 
     from streamfuse.priors.extractor import build_extractor
 
     extractor = build_extractor(random_config(name, device=device), "bench")
     rng = np.random.default_rng(0)
-    ir = rng.integers(20000, 30000, (480, 640), dtype=np.uint16)
-    vis = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    w, h = frame
+    ir = rng.integers(20000, 30000, (h, w), dtype=np.uint16)
+    vis = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -88,15 +103,16 @@ def pipeline_run(rig, pace: str, priors: PriorConfig | None, seconds: float, out
 
 def report(rig: RigConfig | None, configs: list[str], args) -> None:
     """Print the refresh cost table (unless args.no_cost) and the pipeline runs of `rig`
-    (None: none). `args`: seconds, paces, threads, nice, rounds, device (cli/bench.py)."""
-    print(f"{os.cpu_count()} CPU cores, models on {args.device}, random weights, 640x480 frames")
+    (None: none). `args`: seconds, paces, threads, nice, rounds, device, frame (cli/bench.py)."""
+    w, h = args.frame
+    print(f"{os.cpu_count()} CPU cores, models on {args.device}, random weights, {w}x{h} frames")
     if not args.no_cost:
         print("\nrefresh cost (ms per refresh, IR + visible in one batch, fastest of 5):")
-        print(f"  {'config':<11}{'CLIP':<10}{'DINO':<23}{'size':>5}{'1 thread':>10}{'2 threads':>11}")
+        print(f"  {'config':<15}{'CLIP':<10}{'DINO':<23}{'size':>7}{'1 thread':>10}{'2 threads':>11}")
         for name in configs:
             clip, dino, size = CONFIGS[name]
-            cost = [refresh_cost(name, t, device=args.device) for t in (1, 2)]
-            print(f"  {name:<11}{clip:<10}{dino:<23}{size:>5}{cost[0]:>10.0f}{cost[1]:>11.0f}", flush=True)
+            cost = [refresh_cost(name, t, device=args.device, frame=args.frame) for t in (1, 2)]
+            print(f"  {name:<15}{clip:<10}{dino:<23}{size:>7}{cost[0]:>10.0f}{cost[1]:>11.0f}", flush=True)
     if rig is not None:
         print(f"\npipeline: rig {rig.name}, {args.seconds:g} s per run, worker {args.threads} threads nice {args.nice}")
         print(f"  {'pace':<9}{'priors':<11}{'fps':>7}{'of off':>8}{'fuse p50':>10}{'refreshes':>10}"

@@ -60,7 +60,9 @@ def add_parsers(sub) -> None:
 
     p = sub.add_parser("bench-priors", help="what semantic priors cost, alone and inside a running rig")
     p.add_argument("--rig", type=Path, default=RIGS / "bench.yaml", help="rig of the pipeline runs (rigs/bench.yaml)")
-    p.add_argument("--configs", default="default,small,small-160", help="comma-separated prior configurations")
+    p.add_argument("--configs", default="default,small,small-160",
+                   help="comma-separated prior configurations (default,small,small-160; also dino-b, native, "
+                        "dino-b-native)")
     p.add_argument("--seconds", type=positive_float, default=20.0, help="length of each pipeline run (20)")
     p.add_argument("--paces", default="realtime,fast")
     p.add_argument("--threads", type=positive_int, default=2, help="worker threads in the pipeline runs (2)")
@@ -69,6 +71,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the models run (cpu)")
     p.add_argument("--no-cost", action="store_true", help="skip the refresh cost table")
     p.add_argument("--no-pipeline", action="store_true", help="skip the pipeline runs")
+    p.add_argument("--frame", type=_model_size, default=(640, 480), metavar="WxH",
+                   help="size of the pair the refresh cost table refreshes on (640x480)")
     p.set_defaults(handler=_cmd_bench_priors)
 
 

@@ -15,6 +15,8 @@ from streamfuse.config import ConfigError, check_range
 
 #: `weights:` value that builds the model with random weights: tests and cost benchmarks only.
 RANDOM = "random"
+#: `size:` value that shows the models the frame at its own size (see PriorConfig.size).
+NATIVE = "native"
 #: Suffixes that make a `weights:` value a checkpoint file rather than a pretrained tag.
 CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -34,7 +36,9 @@ class ClipConfig:
         weights: an open_clip pretrained tag of that model (`laion2b_s34b_b88k`, read from the
             Hugging Face cache), a checkpoint file, or `random` (tests and benchmarks only).
         layer: the block whose patch tokens form the semantic map (negative counts from the
-            last; -3 is SPGFusion's choice for ViT-B/16).
+            last; -3 is SPGFusion's choice for ViT-B/16). The tokens are taken where SPGFusion
+            hooks them, at the output of that block's `ln_2`: after its attention residual,
+            layer-normalised, before its MLP.
     """
 
     model: str = "ViT-B-16"
@@ -53,8 +57,11 @@ class DinoConfig:
 
     Attributes:
         model: a timm ViT architecture (`vit_small_patch16_224`, `vit_base_patch16_224`, ...).
+            A rig that does not name one gets `dino_for_mode(fusion.mode)`: ViT-B/16 for spg,
+            ViT-S/16 for the others.
         weights: its timm pretrained tag (`dino`: the timm model `vit_small_patch16_224.dino`,
-            read from the Hugging Face cache), a checkpoint file, or `random`.
+            or `vit_base_patch16_224.dino`, read from the Hugging Face cache), a checkpoint
+            file (for the model named, so name the model with it), or `random`.
     """
 
     model: str = "vit_small_patch16_224"
@@ -63,6 +70,17 @@ class DinoConfig:
     def __post_init__(self):
         _check_name("model", self.model)
         _check_name("weights", self.weights)
+
+
+#: The DINO of a rig whose priors do not name one, per fusion mode. spg reads the prior's
+#: features as SPGFusion does, with its DINO ViT-B/16; the other modes read only the emphasis
+#: map, for which ViT-S/16 (the cheaper preset, docs/benchmarks.md) does.
+DINO_BY_MODE = {"spg": "vit_base_patch16_224"}
+
+
+def dino_for_mode(mode: str) -> str:
+    """The timm model `priors.dino.model` defaults to under fusion mode `mode`."""
+    return DINO_BY_MODE.get(mode, DinoConfig.model)
 
 
 @dataclass(frozen=True)
@@ -88,8 +106,15 @@ class PriorConfig:
 
     Attributes:
         clip, dino: the two models (see ClipConfig, DinoConfig).
-        size: the shorter side, in pixels, of the image the models see (the frame is resized,
-            keeping its aspect, to a multiple of the patch size); 224 is what they were trained on.
+        size: the shorter side, in pixels (32..1024), of the image the models see (the frame
+            is resized, keeping its aspect, to a multiple of the patch size); 224 is what they
+            were trained on. `native`: the frame at its own size, as SPGFusion reads it, each
+            side rounded to the nearest multiple of the patch (a resize by at most half a
+            patch, so the patch grid covers exactly the frame). SPGFusion pads to the multiple
+            instead; we resize because the fusers stretch the prior's grid over the whole
+            frame (`prior.upsample`), which a padded grid would overhang, and because black
+            padding patches would join the dark regions of the frame in DINO's affinities.
+            Native costs tokens: 640x512 is 1280 patches, against 252 at 224.
         prompts: text prompts ("person", or {text: car, weight: 0.5}); their regions get more
             thermal weight. Without prompts, the regions whose meaning stands out from the rest
             of the IR image (objects against the background) do.
@@ -123,7 +148,8 @@ class PriorConfig:
 
     clip: ClipConfig = field(default_factory=ClipConfig)
     dino: DinoConfig = field(default_factory=DinoConfig)
-    size: int = 224
+    #: Pixels, or NATIVE; checked in __post_init__ (as registration.distance).
+    size: int | str = 224
     #: Given as a list of texts or {text, weight} mappings; stored as a tuple of PromptConfig.
     prompts: list[PromptConfig | str] = ()
     strength: float = 0.8
@@ -144,7 +170,7 @@ class PriorConfig:
         object.__setattr__(self, "prompts", prompts)
         if len({p.text for p in prompts}) != len(prompts):
             raise ValueError("prompts: each prompt may appear once")
-        check_range("size", self.size, 32, 1024)
+        _check_size(self.size)
         check_range("strength", self.strength, 0.0, 1.0)
         check_range("every_frames", self.every_frames, 0, 100_000)
         check_range("max_age_s", self.max_age_s, 0.0, 3600.0)
@@ -171,11 +197,20 @@ class PriorConfig:
         """What a prior depends on besides the frames: models, weights, input size, prompts.
 
         Two priors with the same key are comparable; a cached prior with another key is not.
+        `ln_2` names the CLIP tap (SPGFusion's): priors cached before it (the block's output)
+        have keys without it, so they are not taken for these.
         """
         prompts = ",".join(f"{p.text}:{p.weight:g}" for p in self.prompts)
-        return (f"clip={self.clip.model}/{self.clip.weights}@{self.clip.layer} "
+        return (f"clip={self.clip.model}/{self.clip.weights}@{self.clip.layer}.ln_2 "
                 f"dino={self.dino.model}/{self.dino.weights} size={self.size} "
                 f"strength={self.strength:g} prompts=[{prompts}]")
+
+
+def _check_size(size: int | str) -> None:
+    pixels = isinstance(size, int) and not isinstance(size, bool)
+    if size != NATIVE and not (pixels and 32 <= size <= 1024):
+        raise ValueError(f"size: expected a shorter side of 32 to 1024 pixels, or {NATIVE} "
+                         f"(the frame's own size), got {size!r}")
 
 
 def _check_name(name: str, value: str) -> None:

@@ -3,9 +3,11 @@
 Per camera (both run as one batch of two):
 
 1. The frame is resized, keeping its aspect, so that its shorter side is `priors.size` and
-   both sides are multiples of the patch size; the IR frame goes through the same 8-bit
+   both sides are multiples of the patch size (`size: native`: each side of the frame's own
+   size rounded to the nearest multiple); the IR frame goes through the same 8-bit
    display mapping as fusion and is repeated into three channels.
-2. CLIP gives its global embedding, the patch tokens of an intermediate block, and dense
+2. CLIP gives its global embedding, the patch tokens of an intermediate block (at its
+   `ln_2`, SPGFusion's tap), and dense
    patch embeddings in the text space; DINO gives its last block's value features.
 3. DINO affinities pool the CLIP features (SPGFusion / CLIP-DINOiser): with f the
    L2-normalised DINO features, A = f f^T with affinities below `AFFINITY_FLOOR` set to 0,
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from streamfuse.priors.config import PriorConfig
+from streamfuse.priors.config import NATIVE, PriorConfig
 from streamfuse.priors.prior import Prior
 from streamfuse.thermal import ir_to_u8
 
@@ -66,9 +68,10 @@ class PriorExtractor:
         self._multiple = patch
 
     def input_size(self, frame_wh: tuple[int, int]) -> tuple[int, int]:
-        """(w, h) the models see for a frame of `frame_wh`: shorter side `size`, multiples of the patch."""
+        """(w, h) the models see for a frame of `frame_wh`: shorter side `size` (or the frame's
+        own size for `native`), multiples of the patch."""
         w, h = frame_wh
-        scale = self.cfg.size / min(w, h)
+        scale = 1.0 if self.cfg.size == NATIVE else self.cfg.size / min(w, h)
         m = self._multiple
         return max(m, round(w * scale / m) * m), max(m, round(h * scale / m) * m)
 

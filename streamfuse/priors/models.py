@@ -5,10 +5,12 @@ Each tower travels with its preprocessing (mean, std, patch size) and keeps its 
 embeddings resized once per patch grid: the libraries' own dynamic-size paths resample them
 on every call. What the forwards return:
 
-- `ClipTower(x)`: the global image embedding (B, E); the patch tokens of block `layer`
-  (B, gh, gw, C); and dense patch embeddings in the text space (B, gh, gw, E), taken from
-  the last block's value path as MaskCLIP does (the query-key attention of the last block
-  mixes every patch into the class token and is left out), for zero-shot relevance.
+- `ClipTower(x)`: the global image embedding (B, E); the patch tokens at the output of
+  block `layer`'s `ln_2` (B, gh, gw, C): after the block's attention residual, normalised,
+  before its MLP, where SPGFusion hooks `resblocks[-3].ln_2`; and dense patch embeddings
+  in the text space (B, gh, gw, E), taken from the last block's value path as MaskCLIP does
+  (the query-key attention of the last block mixes every patch into the class token and is
+  left out), for zero-shot relevance.
 - `DinoTower(x)`: the last block's value features (B, gh, gw, D), whose cosine affinities
   group the patches of one object (SPGFusion's local prior).
 """
@@ -24,6 +26,7 @@ import open_clip
 import timm
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import ResidualAttentionBlock
 from open_clip.transformer import VisionTransformer as ClipVisionTransformer
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer as TimmVisionTransformer
@@ -42,7 +45,9 @@ class ClipTower:
     def __init__(self, model, layer: int, name: str):
         visual = model.visual
         if not isinstance(visual, ClipVisionTransformer) or visual.attn_pool is not None \
-                or visual.pool_type != "tok":
+                or visual.pool_type != "tok" \
+                or not all(isinstance(b, ResidualAttentionBlock) for b in visual.transformer.resblocks):
+            # the tap and the value path recompute these blocks' halves (`_tapped`, `_value_path`)
             raise UsageError(f"priors.clip.model: {name} is not a plain ViT with a class token; "
                              f"use ViT-B-16, ViT-B-32 or ViT-S-16")
         blocks = len(visual.transformer.resblocks)
@@ -79,14 +84,23 @@ class ClipTower:
         for i, block in enumerate(blocks):
             if i == len(blocks) - 1:
                 dense = self._value_path(block, x)
-            x = block(x)
             if i == self.layer:
-                inter = x
+                x, inter = self._tapped(block, x)
+            else:
+                x = block(x)
         if not v.transformer.batch_first:
             x, inter, dense = x.transpose(0, 1), inter.transpose(0, 1), dense.transpose(0, 1)
         pooled = v.ln_post(x[:, 0]) @ v.proj
         dense = v.ln_post(dense[:, 1:]) @ v.proj
         return pooled, _grid(inter[:, 1:], gh, gw), _grid(dense, gh, gw)
+
+    @staticmethod
+    def _tapped(block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`block(x)`, computed in its two halves, and what its `ln_2` returns in between:
+        the attention residual, normalised, before the MLP (SPGFusion's forward hook)."""
+        mid = x + block.ls_1(block.attention(q_x=block.ln_1(x)))
+        inter = block.ln_2(mid)
+        return mid + block.ls_2(block.mlp(inter)), inter
 
     @staticmethod
     def _value_path(block, x: torch.Tensor) -> torch.Tensor:

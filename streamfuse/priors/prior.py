@@ -30,8 +30,10 @@ class Prior:
     Attributes:
         emphasis: gh x gw float32 in [0, 1], how much to raise the IR weight there (0: not at
             all, 1: as far as `priors.strength` allows; strength is already applied).
-        semantic_ir, semantic_vis: gh x gw x C float32, CLIP patch features of an intermediate
-            block pooled over DINO patch affinities (SPGFusion's local semantic prior).
+        semantic_ir, semantic_vis: gh x gw x C float32, CLIP patch features of block
+            `priors.clip.layer` at its `ln_2` output (after the attention residual, normalised,
+            before the MLP: SPGFusion's tap), pooled over DINO patch affinities (SPGFusion's
+            local semantic prior).
         global_ir, global_vis: the CLIP image embeddings (E,), L2-normalised.
         relevance: prompt -> gh x gw float32 in [0, 1], the zero-shot probability of that
             prompt per patch (the larger of the two cameras); empty without prompts.

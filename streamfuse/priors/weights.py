@@ -38,8 +38,8 @@ TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
 KNOWN = (
     ("clip", "ViT-B-16", "laion2b_s34b_b88k", "default: SPGFusion's CLIP, 150 M parameters"),
     ("clip", "ViT-B-32", "laion2b_s34b_b79k", "small: 4x fewer tokens than ViT-B-16"),
-    ("dino", "vit_small_patch16_224", "dino", "default: DINO ViT-S/16, 22 M parameters"),
-    ("dino", "vit_base_patch16_224", "dino", "DINO ViT-B/16, 86 M parameters"),
+    ("dino", "vit_small_patch16_224", "dino", "default (not spg): DINO ViT-S/16, 22 M parameters"),
+    ("dino", "vit_base_patch16_224", "dino", "default for spg: DINO ViT-B/16 (SPGFusion's), 86 M parameters"),
 )
 
 
