@@ -337,6 +337,24 @@ def test_tiny_models_give_a_prior_at_any_frame_size_and_cache_pos_embeddings_per
     assert portrait.emphasis.shape == (5, 4) and set(tiny.dino._pos) == {(4, 5), (5, 4)}
 
 
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_the_extractor_on_each_device_gives_the_cpu_s_prior(tmp_path, tiny, device):
+    """fp32 on the CPU; on CUDA the towers run in bf16 (affinities and pooling in fp32), so the
+    prior's meaning (its features' directions) and objectness stay close to the fp32 ones."""
+    torch.manual_seed(0)
+    here = build_extractor(tiny_config(tmp_path, prompts=["person", "dog"], device=device), tmp_path / "rig.yaml")
+    for mine, theirs in ((here.clip.visual, tiny.clip.visual), (here.dino.model, tiny.dino.model)):
+        mine.load_state_dict(theirs.state_dict())  # the same random weights on both devices
+    ir = np.random.default_rng(2).integers(20000, 30000, (240, 320), dtype=np.uint16)
+    vis = np.random.default_rng(3).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    got, want = here(ir, vis), tiny(ir, vis)
+    assert got.semantic_ir.dtype == np.float32 and got.semantic_ir.shape == want.semantic_ir.shape
+    cos = lambda a, b: (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))  # noqa: E731
+    for field in ("semantic_ir", "semantic_vis", "global_vis"):
+        assert cos(getattr(got, field), getattr(want, field)).min() > (0.9999 if device == "cpu" else 0.98), field
+    assert np.abs(got.objectness - want.objectness).max() < (1e-3 if device == "cpu" else 0.1)
+
+
 def test_our_forwards_match_the_libraries_own(tiny):
     """DINO at a non-native size against timm's dynamic-size forward; CLIP's global embedding
     against open_clip's encode_image at the native size."""

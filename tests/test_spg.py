@@ -236,7 +236,8 @@ def test_bench_prints_a_line_per_item_with_numbers():
     assert len(ratio) == 1 and re.search(r"\d+\.\d\d x$", ratio[0])
     rows = [LINE.match(line) for line in lines[1:] if line not in ratio]
     assert all(rows) and [r.group(1).strip() for r in rows] == list(times)
-    assert len(rows) == 5 and "gff fuse (cpu)" in times and len(times["spg forward fp32"]) == 2
+    assert len(rows) == 6 and "gff fuse (cpu)" in times and len(times["spg forward fp32"]) == 2
+    assert len(times["spg priors every 8 fp32"]) == 8  # at least one refresh cycle
     for r in rows:
         p50, p90, fastest, fps = (float(r.group(i)) for i in (2, 3, 4, 5))
         assert 0 < fastest <= p50 <= p90 and abs(fps - 1e3 / p50) < 0.02 * fps
@@ -244,7 +245,7 @@ def test_bench_prints_a_line_per_item_with_numbers():
 
 def test_bench_command_line(capsys):
     assert main(["bench-models", "--size", "80x64", "--frames", "1"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 7  # header, 5 items, lite / gff
+    assert len(capsys.readouterr().out.splitlines()) == 8  # header, 6 items, lite / gff
     with pytest.raises(SystemExit):
         main(["bench-models", "--size", "81x64"])
     assert "multiples of 8" in capsys.readouterr().err

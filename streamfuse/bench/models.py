@@ -11,6 +11,8 @@ visible frame, as the pipeline hands them to the fuser):
                        autocast on CUDA, and on CUDA once more with channels_last
     spg forward+mod    the same, the modulation given explicitly (a rig with priors)
     spg modulation     computing the CSAF modulation from semantic maps: once per prior refresh
+    spg priors every 8 the forward with a new prior's modulation every 8th frame (its cost in
+                       that frame): the per-frame cost of a rig whose priors refresh every 8 frames
 
 One line per item: median, p90 and fastest ms per frame, and the median's frames per second.
 """
@@ -27,6 +29,8 @@ import numpy as np
 
 #: The lite fuser takes ~12 ms a frame: it is always timed over at least this many frames (~2.5 s).
 LITE_MIN_FRAMES = 200
+#: The prior refresh cadence of the "spg priors every N" item (a fast one: `priors.every_frames` is 30 by default).
+PRIOR_EVERY = 8
 #: Distinct synthetic frames cycled through (rendering is not timed).
 _SCENE_FRAMES = 4
 
@@ -79,10 +83,12 @@ def gff_times(size: tuple[int, int], frames: int, warmup: int = 3) -> np.ndarray
 
 
 def spg_times(size: tuple[int, int], frames: int, device: str = "cpu", *, modulated: bool = False,
-              channels_last: bool = False, warmup: int = 1) -> np.ndarray:
+              channels_last: bool = False, refresh_every: int | None = None, warmup: int = 1) -> np.ndarray:
     """ms per forward of the spg network (random weights) at `size` (w, h, a multiple of 8).
 
     fp32 on the CPU; bf16 autocast on CUDA. `modulated`: with a precomputed modulation.
+    `refresh_every`: a new prior's modulation computed on every N-th frame (a rig with priors
+    refreshed every N frames), its cost counted in that frame.
     """
     import torch
 
@@ -90,8 +96,15 @@ def spg_times(size: tuple[int, int], frames: int, device: str = "cpu", *, modula
     w, h = size
     with torch.inference_mode(), _autocast(device):
         # Without a prior the fuser reuses the no-prior modulation, computed once per frame size.
-        modulation = net.modulation(*_prior_maps(device), h, w) if modulated else net.no_prior(h, w, ir)
-        return timed(lambda i: net(ir, vis, modulation), frames, warmup, sync)
+        modulation = [net.modulation(*_prior_maps(device), h, w) if modulated or refresh_every
+                      else net.no_prior(h, w, ir)]
+
+        def step(i: int):
+            if refresh_every and i % refresh_every == 0:
+                modulation[0] = net.modulation(*_prior_maps(device), h, w)
+            return net(ir, vis, modulation[0])
+
+        return timed(step, frames, warmup, sync)
 
 
 def modulation_times(size: tuple[int, int], frames: int, device: str = "cpu", warmup: int = 1) -> np.ndarray:
@@ -181,6 +194,8 @@ def bench(size: tuple[int, int] = (640, 512), frames: int = 10, device: str = "c
             (f"spg forward {precision}", lambda: spg_times(size, frames, device)),
             (f"spg forward+mod {precision}", lambda: spg_times(size, frames, device, modulated=True)),
             (f"spg modulation {precision}", lambda: modulation_times(size, frames, device)),
+            (f"spg priors every {PRIOR_EVERY} {precision}",
+             lambda: spg_times(size, max(frames, PRIOR_EVERY), device, refresh_every=PRIOR_EVERY)),
         ]
     if device == "cuda":
         items.insert(3, (f"spg forward {precision} channels_last",

@@ -83,11 +83,14 @@ class PriorExtractor:
         size = self.input_size((vis.shape[1], vis.shape[0]))
         images = np.stack([_rgb(ir_to_u8(ir), size), _rgb(vis, size)])  # (2, h, w, 3) uint8
         batch = torch.from_numpy(images).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        global_emb, inter, dense = self.clip(_normalise(batch, self.clip))
-        affinity = _affinity(self.dino(_normalise(batch, self.dino)))
+        with self._autocast():  # the towers in bf16 on CUDA; affinities and pooling in fp32 below
+            global_emb, inter, dense = self.clip(_normalise(batch, self.clip))
+            dino = self.dino(_normalise(batch, self.dino))
+        affinity = _affinity(dino)
         grid = affinity.shape[-1], affinity.shape[-2]  # (gw, gh) of the DINO grid
         semantic = _pool(_to_grid(inter, grid), affinity)
         dense = F.normalize(_pool(_to_grid(dense, grid), affinity), dim=-1)
+        global_emb = global_emb.float()
         objectness = _objectness(semantic[0])
         relevance, emphasis = self._emphasis(dense, objectness)
         return Prior(
@@ -97,6 +100,11 @@ class PriorExtractor:
             relevance={p: _numpy(r) for p, r in zip(self.prompts, relevance)},
             objectness=_numpy(objectness), t_ns=t_ns, index=index, reason=reason,
             refresh_s=time.perf_counter() - start, key=self.cfg.key)
+
+    def _autocast(self):
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
 
     def _emphasis(self, dense: torch.Tensor, objectness: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Per-prompt relevance maps and the emphasis map (strength applied)."""
