@@ -90,23 +90,27 @@ def test_train_spg_with_a_rig_s_priors_learns_the_modulation_and_the_output_foll
               for c in clip]
     priors = [extractor(ir, vis) for ir, vis in frames]
     fused = []
+    ir, vis = frames[0][0][160:288, 240:400], frames[0][1][160:288, 240:400]  # a crop: spg is slow on a CPU
     for prior in (None, priors[0], priors[1]):
         fuser = make_fuser(FusionConfig(mode="spg", weights=tmp_path / "spg.pt"))
-        fused.append([fuser.fuse(*frames[0], prior) for _ in range(9)][-1].astype(int))  # blended in fully
+        fused.append([fuser.fuse(ir, vis, prior) for _ in range(9)][-1].astype(int))  # blended in fully
     assert np.abs(fused[1] - fused[0]).mean() > 0.05 and np.abs(fused[2] - fused[1]).mean() > 0.05
 
-    # A second run on the same frames reads every prior back from the cache, and a damaged entry
-    # is computed again, not trusted.
+    # The same frames again read every prior back from the cache (the command's own frames:
+    # --synthetic 2 with the default seed), and a damaged entry is computed again, not trusted.
+    from streamfuse.train.data import synthetic_clips_with_masks
+    from streamfuse.train.priors import RigPriors
+
     stamps = {p: p.stat().st_mtime_ns for p in cached}
-    again = _train(tmp_path, prior_rig, "--steps", "1")
-    assert again.returncode == 0, again.stderr
+    clips, _ = synthetic_clips_with_masks(2, seed=0)
+    again = RigPriors(extractor, clips, tmp_path / "cache")
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").glob("*.npz")} == stamps
+    assert len(again.maps) == 2 and all(len(frames) == 5 for frames in again.maps)
     cached[0].write_bytes(b"not an npz")
-    assert _train(tmp_path, prior_rig, "--steps", "1").returncode == 0
+    RigPriors(extractor, clips, tmp_path / "cache")
     with np.load(cached[0]) as data:
         assert data["ir"].shape[0] == spg.SEMANTIC_DIM
-
-
+    assert all(p.stat().st_mtime_ns == stamps[p] for p in cached[1:])  # only the damaged one was redone
 
 
 def test_train_priors_usage_errors(tmp_path, prior_rig):

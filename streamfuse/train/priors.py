@@ -10,6 +10,8 @@ the crop's patch grid (B x D x side/16 x side/16, the network's modulation input
     RigPriors    the priors a rig's CLIP/DINO compute (`priors.extractor`), once per training
                  frame, cached on disk under a key of the frame's pixels and the models
                  (`PriorConfig.key`), and resampled onto every crop's grid in step with it.
+                 (`weights: random` is keyed as such, not by the random values: such priors
+                 are for tests, and a second run reuses the first run's.)
 
 A prior is computed from frame t and fuses frames t and t+1 alike, as the pipeline reuses a
 prior between refreshes.
