@@ -83,7 +83,7 @@ class FusionConfig:
             "pyramid"; the gain of the visible detail in "msx".
         detail_radius: 1..64 px, the box-blur radius that separates visible detail in "msx".
         levels: 1..8, the number of detail levels in "pyramid" (the base is 1/2**levels size).
-        weights: the weights file of a mode that ships none ("spg", see Mode.needs_weights); in a
+        weights: the weights file of a mode that ships none ("spg", "c3d"; see Mode.needs_weights); in a
             rig file, relative to the rig file (`resolved`). None: not set.
         device: "cpu" or "cuda", where "spg" runs (bf16 on cuda).
     """
