@@ -69,8 +69,8 @@ def _blend(start, target, t: float):
 
 
 class SPGFuser(Fuser):
-    """Learned, prior-guided fusion: the network's BGR output (the visible colours plus what
-    it adds from the IR). `palette`, `strength` and the other classical fields are not used.
+    """Learned, prior-guided fusion: the network's BGR output, clamped to 0..255. `palette`,
+    `strength` and the other classical fields are not used.
 
     Uses `cfg.weights` (required) and `cfg.device`. A grey visible frame gives a grey picture
     (the output's luma). Keeps per-frame state only in its PriorTrack.
