@@ -66,7 +66,7 @@ def run_train(args) -> int:
     if cfg.refit_every and args.clipfusion is None:
         raise UsageError("train: --refit-every refits CLIPFusion's prompts; add --clipfusion RIG")
     if args.priors is not None and cfg.model != "spg":
-        raise UsageError("train: --priors works with --model spg (lite has no prior input)")
+        raise UsageError(f"train: --priors works with --model spg ({cfg.model} has no prior input)")
     try:
         import torch  # noqa: F401
     except ImportError:
