@@ -6,8 +6,7 @@ input, and the intensity loss asked to follow the IR inside them), one without p
 then run on scenes it never saw, with the mask prior and with the no-prior input, and measured:
 
     masked contrast   fused target contrast / IR target contrast: mean inside the mask less the
-                      mean of its ring (its 15x15 dilation less its 5x5 one), in grey levels,
-                      medians over the frames (`quality.targets`' ring)
+                      mean of its ring (`quality.targets.ring_of`), medians over the frames
     gain              masked contrast with the mask prior less without it, same network
     outside change    mean |fused with the mask - fused without| in grey levels, away from the
                       targets (outside their 15x15 dilation): what the prior did elsewhere
@@ -26,7 +25,6 @@ import numpy as np
 
 #: The unseen scenes are drawn with seeds from here on (training uses seed * 1000 + i).
 EVAL_SEED = 977
-RING_OUTER, RING_INNER = 15, 5
 #: (h, w) of the unseen frames, cut around their targets.
 EVAL_SIZE = (192, 256)
 
@@ -90,6 +88,7 @@ def score(net, frames) -> MaskScore:
     import torch
 
     from streamfuse.models.spg import mask_map
+    from streamfuse.quality.targets import RING_OUTER, ring_of
 
     with_mask, without, outside = [], [], []
     for ir, vis, mask in frames:
@@ -102,7 +101,7 @@ def score(net, frames) -> MaskScore:
             fused_none = net(a, b)
         grey = lambda t: _grey(t[0].clamp(0, 1).numpy())  # noqa: E731
         g_mask, g_none, g_ir = grey(fused_mask), grey(fused_none), ir * 255.0
-        inside, ring = mask.astype(bool), _ring(mask)
+        inside, ring = mask.astype(bool), ring_of(mask)
         ir_c = g_ir[inside].mean() - g_ir[ring].mean()
         with_mask.append((g_mask[inside].mean() - g_mask[ring].mean()) / ir_c)
         without.append((g_none[inside].mean() - g_none[ring].mean()) / ir_c)
@@ -114,12 +113,6 @@ def score(net, frames) -> MaskScore:
 def _grey(bgr: np.ndarray) -> np.ndarray:
     """Grey levels (0..255 float) of a 3 x H x W BGR float image in 0..1 (BT.601 luma)."""
     return 255.0 * (0.114 * bgr[0] + 0.587 * bgr[1] + 0.299 * bgr[2])
-
-
-def _ring(mask: np.ndarray) -> np.ndarray:
-    outer = cv2.dilate(mask, np.ones((RING_OUTER, RING_OUTER), np.uint8))
-    inner = cv2.dilate(mask, np.ones((RING_INNER, RING_INNER), np.uint8))
-    return (outer > 0) & ~(inner > 0)
 
 
 def bench(steps: int, out: TextIO | None = None, **train) -> tuple[MaskScore, MaskScore]:

@@ -9,7 +9,7 @@ learned CLIP prompts, `streamfuse.train.clipfusion`).
     ─► Conv3d 3x3x3 (depth padded) x 3, LeakyReLU ─► Conv3d 2x1x1 (depth 2 -> 1) ─► sigmoid
     ─► fused luma (B,1,H,W); the visible chroma is kept (the fuser's job)
 
-Widths `WIDTHS`; about 12k parameters, fully convolutional (any H x W).
+Widths `WIDTHS`; about 14k parameters, fully convolutional (any H x W).
 """
 from __future__ import annotations
 

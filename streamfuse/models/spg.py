@@ -24,8 +24,8 @@ Where this departs from the published network, and why:
 - The semantic maps have `SEMANTIC_DIM` channels, a fixed projection of the pooled CLIP
   features (`semantic_maps`), and CSAF's hidden width is `HIDDEN` (SPGFusion: 768 and 384).
   CSAF's first 3x3 conv runs at every level's full resolution, so its cost grows with the
-  product of the two widths: at 640x512 the published 768 -> 384 conv is ~2.7 TFLOP per camera
-  per refresh, 64 -> 32 is ~0.1 TFLOP (`streamfuse bench-models`, `spg modulation`).
+  product of the two widths: at 640x512 the published 768 -> 384 conv is ~1.7 TFLOP per camera
+  per refresh, 64 -> 32 is ~0.012 TFLOP (`streamfuse bench-models`, `spg modulation`).
 - The head adds the mean of the IR and the visible image: the untrained network starts from
   average fusion rather than noise, which a CPU training budget needs.
 

@@ -67,9 +67,14 @@ def hot_targets(ir_grey: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         pad = RING_OUTER // 2 + 1
         window = (slice(max(y - pad, 0), y + h + pad), slice(max(x - pad, 0), x + w + pad))
         mask = (labels[window] == k).astype(np.uint8)
-        ring = _dilate(mask, RING_OUTER) & ~_dilate(mask, RING_INNER)
-        found.append((window, mask.astype(bool), ring))
+        found.append((window, mask.astype(bool), ring_of(mask)))
     return found
+
+
+def ring_of(mask: np.ndarray) -> np.ndarray:
+    """The ring a target's contrast is measured against: its RING_OUTER x RING_OUTER dilation
+    less its RING_INNER x RING_INNER one (bool, of a uint8 0/1 mask)."""
+    return _dilate(mask, RING_OUTER) & ~_dilate(mask, RING_INNER)
 
 
 def _dilate(mask: np.ndarray, size: int) -> np.ndarray:

@@ -164,10 +164,11 @@ def _batch(clips: list[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, 
     import torch
 
     picks = sample_picks(clips, cfg.batch, rng, cfg.crop)
+    batch = torch.from_numpy(crops(clips, picks))
     if priors is None:
-        return (torch.from_numpy(crops(clips, picks)),), {}
+        return (batch,), {}
     sem_ir, sem_vis, mask = priors.batch(picks)
-    return (torch.from_numpy(crops(clips, picks)),), {"prior": (sem_ir, sem_vis), "mask": mask}
+    return (batch,), {"prior": (sem_ir, sem_vis), "mask": mask}
 
 
 #: Probe crops the prompts are fitted on, and Adam steps of each refit (the first fit takes

@@ -42,6 +42,16 @@ SPG_CONSIST_W = 1.0
 SPG_TEMPORAL_W = 4.0
 
 
+def measure_terms(a, b, fused) -> dict:
+    """The image measures as weighted loss terms (module docstring): VIF and SCD hinges, 1 - Qabf,
+    of the fused luma from the IR luma a and the visible luma b."""
+    return {
+        "vif": VIF_W * (VIF_TARGET - L.vif(a, fused) - L.vif(b, fused)).clamp(min=0).mean(),
+        "qabf": QABF_W * (1.0 - L.qabf(a, b, fused)).mean(),
+        "scd": SCD_W * (SCD_TARGET - (2.0 - L.scd(fused, a, b))).clamp(min=0).mean(),
+    }
+
+
 def lite_losses(net, batch, clip=None) -> dict:
     """The lite loss terms (module docstring) on one batch (layout of `sample`); with `clip`
     (a `clipfusion.PromptTargets`), CLIPFusion's prompt loss on the fused luma too."""
@@ -55,9 +65,7 @@ def lite_losses(net, batch, clip=None) -> dict:
     fused = lite_torch.apply_torch(a0, b0, probs0, a_low, b_low).clamp(0.0, 1.0)
     extra = {} if clip is None else {"clip": CLIP_W * clip.loss(fused)}
     return extra | {
-        "vif": VIF_W * (VIF_TARGET - L.vif(a0, fused) - L.vif(b0, fused)).clamp(min=0).mean(),
-        "qabf": QABF_W * (1.0 - L.qabf(a0, b0, fused)).mean(),
-        "scd": SCD_W * (SCD_TARGET - (2.0 - L.scd(fused, a0, b0))).clamp(min=0).mean(),
+        **measure_terms(a0, b0, fused),
         "consistency": LITE_CONSISTENCY_W * (flipped - probs0).abs().mean(),
         "temporal": LITE_TEMPORAL_W * (probs1 - probs0).abs().mean(),
     }
@@ -118,10 +126,7 @@ def c3d_losses(net, batch, clip=None) -> dict:
     f0, f1 = net(a0, b0), net(a1, b1)
     source_change = torch.maximum((a1 - a0).abs(), (b1 - b0).abs())
     extra = {} if clip is None else {"clip": CLIP_W * clip.loss(f0)}
-    return extra | {
-        "vif": VIF_W * (VIF_TARGET - L.vif(a0, f0) - L.vif(b0, f0)).clamp(min=0).mean(),
-        "qabf": QABF_W * (1.0 - L.qabf(a0, b0, f0)).mean(),
-        "scd": SCD_W * (SCD_TARGET - (2.0 - L.scd(f0, a0, b0))).clamp(min=0).mean(),
+    return extra | measure_terms(a0, b0, f0) | {
         "temporal": SPG_TEMPORAL_W * torch.relu((f1 - f0).abs() - source_change).mean(),
     }
 
