@@ -256,9 +256,14 @@ def test_refreshing_flat_out_keeps_the_frame_rate_on_two_cores(tmp_path):
     small = PriorConfig(clip=ClipConfig(model="ViT-B-32", weights="random"),
                         dino=DinoConfig(weights="random"), every_frames=1, threads=2,
                         yield_to_frames=False)  # SCHED_IDLE's claim; yielding is tested above
-    off = run(demo_rig(None), max_frames=100)
-    on = run(demo_rig(small), max_frames=100)
-    assert on.prior_refreshes >= 1  # SCHED_IDLE: how many depends on the cycles others leave
+    # SCHED_IDLE: how many refreshes finish depends on the cycles others leave, so on a loaded
+    # machine a run may end before the first; the claim needs one, so such a run is made longer.
+    for frames in (100, 300, 900):
+        off = run(demo_rig(None), max_frames=frames)
+        on = run(demo_rig(small), max_frames=frames)
+        if on.prior_refreshes >= 1:
+            break
+    assert on.prior_refreshes >= 1, f"no refresh finished in {frames} frames"
     assert on.fps >= 0.8 * off.fps, (on.fps, off.fps)
 
 

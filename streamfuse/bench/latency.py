@@ -123,9 +123,14 @@ def format_round(rig: RigConfig, mode: str, fps: float, seconds: float, runs: di
         lines.append(f"  {name:<30}{r['fps']:>6.1f}{r['p50']:>11.1f}{r['p95']:>7.1f}{r['p99']:>7.1f}"
                      f"{r['fused p99']:>13.1f}{r['fuse p50']:>10.2f}{r['fuse p99']:>7.2f}"
                      f"{r['of none']:>9.2f}{r['skipped']:>9g}{r['refreshes']:>11g}")
-    worst = max(r["p99"] for n, r in rows.items() if "busy" not in n)
-    lines.append(f"  exposure-to-mp4 p99, worst run on a quiet machine: {worst:.1f} ms against a goal of {goal:.1f} ms "
-                 f"({GOAL_PERIODS} frame periods): {'met' if worst <= goal else 'MISSED'}")
+    # The goal is judged on what a rig runs: no priors, and the default priors; the other prior
+    # runs are the designs the default was chosen over, shown for comparison.
+    judged = [n for n in ("no priors", PRIOR_RUNS[0][0]) if n in rows]
+    worst = max(rows[n]["p99"] for n in judged)
+    lines.append(f"  exposure-to-mp4 p99, worst of {' and '.join(judged)} on a quiet machine: {worst:.1f} ms against "
+                 f"a goal of {goal:.1f} ms ({GOAL_PERIODS} frame periods): {'met' if worst <= goal else 'MISSED'}"
+                 + (f"; {', '.join(n for n in rows if n not in judged and 'busy' not in n)}: for comparison only"
+                    if len(rows) > len(judged) else ""))
     if PRIOR_RUNS[0][0] in rows:
         ratio = rows[PRIOR_RUNS[0][0]]["of none"]
         lines.append(f"  fuse p99 with the default priors ({PRIOR_RUNS[0][0]}) against none: {ratio:.2f} "
