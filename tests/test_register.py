@@ -317,3 +317,12 @@ def test_a_mirroring_calibration_is_refused(tmp_path):
 def test_identity_calibration_has_no_parallax():
     cal = Calibration.identity((640, 480))
     assert cal.parallax is None and Registrar.from_calibration(cal).identity
+
+
+def test_pick_takes_the_same_pixels_as_a_boolean_mask_in_the_same_order():
+    from streamfuse.register.direct import pick
+
+    rng = np.random.default_rng(3)
+    mask = rng.random((37, 53)) > 0.4
+    for image in (rng.random((37, 53)), rng.random((37, 53, 2)).astype(np.float32)):
+        np.testing.assert_array_equal(pick(image, np.flatnonzero(mask)), image[mask])

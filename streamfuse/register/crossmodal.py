@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from streamfuse.register.direct import refine_direct, resize
+from streamfuse.register.direct import VisibleLevels, refine_direct, resize
 from streamfuse.register.geometry import apply_homography, normalized
 
 #: Blur before gradients and the smoothing of the structure tensor (pixels of the level).
@@ -80,7 +80,7 @@ def orientation_field(gray: np.ndarray) -> np.ndarray:
 
 
 def align(g_ir: np.ndarray, ir_valid: np.ndarray, g_vis: np.ndarray, H_vis_from_ir: np.ndarray,
-          radius_px: float, plan=None) -> Fit:
+          radius_px: float, plan=None, levels: VisibleLevels | None = None) -> Fit:
     """Refine `H_vis_from_ir`, known to within about `radius_px` visible pixels.
 
     Two starts: the given mapping, and the same moved by the shift at which the orientation
@@ -92,13 +92,15 @@ def align(g_ir: np.ndarray, ir_valid: np.ndarray, g_vis: np.ndarray, H_vis_from_
         g_ir, g_vis: float32 gray images in about 0..1 (targetfree.gray_float).
         ir_valid: HxW bool of the IR image: pixels that are scene (not a black border).
         plan: the direct refinement's levels (default PLAN).
+        levels: g_vis's VisibleLevels, to share them between calls on the same visible image.
     """
     H0 = normalized(H_vis_from_ir)
     starts = [H0]
     shifted = shift_search(g_ir, ir_valid, g_vis, H0, radius_px)
     if shifted is not None:
         starts.append(shifted)
-    fits = [refine_direct(g_ir, ir_valid, g_vis, H, plan or PLAN, orientation_field) for H in starts]
+    levels = levels or VisibleLevels(g_vis, orientation_field)
+    fits = [refine_direct(g_ir, ir_valid, levels, H, plan or PLAN) for H in starts]
     (H, rho), other = sorted(fits, key=lambda f: -f[1])[0], sorted(fits, key=lambda f: -f[1])[-1]
     spread = mean_distance(H, other[0], (g_ir.shape[1], g_ir.shape[0]))
     nmis, edges = held_back(g_ir, ir_valid, g_vis, H0, H)

@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from streamfuse.register import crossmodal
+from streamfuse.register.direct import VisibleLevels
 from streamfuse.register.geometry import (
     apply_homography,
     frame_corners,
@@ -132,13 +133,14 @@ def estimate(ir: np.ndarray, vis: np.ndarray, H_init: np.ndarray | None = None,
     `near_px`: how far (visible pixels) `H_init` may be off (START_RADIUS_PX if not given);
     live refinement of a calibrated rig gives a few pixels. A refused estimate keeps the start."""
     g_ir, g_vis, valid = gray_float(ir), gray_float(vis), scene_mask(ir)
+    levels = VisibleLevels(g_vis, crossmodal.orientation_field)   # shared by every start
     if H_init is not None:
         H0 = normalized(H_init)
-        return judge(crossmodal.align(g_ir, valid, g_vis, H0, near_px or START_RADIUS_PX), H0)
-    quick = [crossmodal.align(g_ir, valid, g_vis, H, CANDIDATE_RADIUS_PX, crossmodal.QUICK_PLAN)
+        return judge(crossmodal.align(g_ir, valid, g_vis, H0, near_px or START_RADIUS_PX, levels=levels), H0)
+    quick = [crossmodal.align(g_ir, valid, g_vis, H, CANDIDATE_RADIUS_PX, crossmodal.QUICK_PLAN, levels)
              for H in search(g_ir, g_vis)]
     best = max(quick, key=lambda f: f.correlation)
-    return judge(crossmodal.align(g_ir, valid, g_vis, best.H_vis_from_ir, CANDIDATE_RADIUS_PX), None)
+    return judge(crossmodal.align(g_ir, valid, g_vis, best.H_vis_from_ir, CANDIDATE_RADIUS_PX, levels=levels), None)
 
 
 def judge(fit: crossmodal.Fit, H_start: np.ndarray | None) -> Alignment:
