@@ -71,12 +71,15 @@ def hot_tint(bgr: np.ndarray, palette: str, found: tuple[np.ndarray, np.ndarray]
     h, w = bgr.shape[:2]
     ys = np.minimum(2 * hy[:, None] + _DY, h - 1).ravel()  # the 2x2 block of each (clipped at an odd edge)
     xs = np.minimum(2 * hx[:, None] + _DX, w - 1).ravel()
-    ycc = cv2.cvtColor(bgr[ys, xs][:, None, :], cv2.COLOR_BGR2YCrCb)[:, 0].astype(np.float32)
+    # Flat pixel indices: numpy's two-array indexing of a 3-channel image is ~8x slower.
+    flat = ys * w + xs
+    ycc = cv2.cvtColor(np.take(bgr.reshape(-1, 3), flat, axis=0)[:, None, :], cv2.COLOR_BGR2YCrCb)[:, 0]
+    ycc = ycc.astype(np.float32)
     alpha = np.repeat(alpha_half, 4)[:, None]
     ycc[:, 1:] += alpha * (np.repeat(colour_half, 4, axis=0) - ycc[:, 1:])
     ycc[:, 1:] = 128.0 + _in_gamut(ycc[:, 0], ycc[:, 1:] - 128.0)
     out = bgr.copy()
-    out[ys, xs] = cv2.cvtColor(np.clip(ycc + 0.5, 0, 255).astype(np.uint8)[:, None, :], cv2.COLOR_YCrCb2BGR)[:, 0]
+    out.reshape(-1, 3)[flat] = cv2.cvtColor(np.clip(ycc + 0.5, 0, 255).astype(np.uint8)[:, None, :], cv2.COLOR_YCrCb2BGR)[:, 0]
     return out
 
 
