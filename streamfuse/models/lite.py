@@ -319,7 +319,7 @@ def _conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, dilation: int)
 def _pool2(x: np.ndarray) -> np.ndarray:
     """torch's avg_pool2d(x, 2, ceil_mode=True): 2x2 means, an odd last row/column alone."""
     _, h, w = x.shape
-    if not (h % 2 or w % 2):   # OpenCV's area resize is the 2x2 mean, 15x faster than numpy here
+    if not (h % 2 or w % 2):   # OpenCV's area resize is the 2x2 mean, ~8x faster than numpy here
         return np.stack([cv2.resize(c, (w // 2, h // 2), interpolation=cv2.INTER_AREA) for c in x])
     x = np.pad(x, ((0, 0), (0, h % 2), (0, w % 2)))
     count = np.ones((h, w), np.float32)
