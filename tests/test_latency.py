@@ -143,3 +143,14 @@ def test_the_latency_round_prints_medians_over_interleaved_paced_rounds():
     assert 20 < fps <= 31, row  # paced at 30 fps: never faster than the cameras
     assert 0 < p50 <= p95 <= p99, row
     assert "against a goal of 66.7 ms" in table
+
+
+def test_the_latency_verdict_judges_the_quiet_runs_a_rig_runs_and_names_no_empty_comparison():
+    from streamfuse.bench.latency import latency_round
+
+    rig = load_rig(REPO / "rigs" / "demo-fast.yaml")
+    table = latency_round(rig, "alpha", 1.0, priors=False, busy=True)
+    assert any(line.startswith("  no priors +busy") for line in table.splitlines()), table
+    verdict = next(line for line in table.splitlines() if "exposure-to-mp4 p99, worst of" in line)
+    assert "worst of no priors on a quiet machine" in verdict and "comparison" not in verdict, verdict
+    assert verdict.endswith(("met", "MISSED")), verdict

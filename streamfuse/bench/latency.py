@@ -126,11 +126,11 @@ def format_round(rig: RigConfig, mode: str, fps: float, seconds: float, runs: di
     # The goal is judged on what a rig runs: no priors, and the default priors; the other prior
     # runs are the designs the default was chosen over, shown for comparison.
     judged = [n for n in ("no priors", PRIOR_RUNS[0][0]) if n in rows]
+    others = [n for n in rows if n not in judged and "busy" not in n]
     worst = max(rows[n]["p99"] for n in judged)
     lines.append(f"  exposure-to-mp4 p99, worst of {' and '.join(judged)} on a quiet machine: {worst:.1f} ms against "
                  f"a goal of {goal:.1f} ms ({GOAL_PERIODS} frame periods): {'met' if worst <= goal else 'MISSED'}"
-                 + (f"; {', '.join(n for n in rows if n not in judged and 'busy' not in n)}: for comparison only"
-                    if len(rows) > len(judged) else ""))
+                 + (f"; {', '.join(others)}: for comparison only" if others else ""))
     if PRIOR_RUNS[0][0] in rows:
         ratio = rows[PRIOR_RUNS[0][0]]["of none"]
         lines.append(f"  fuse p99 with the default priors ({PRIOR_RUNS[0][0]}) against none: {ratio:.2f} "
