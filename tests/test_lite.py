@@ -289,7 +289,7 @@ def _clip_file_rig(tmp_path) -> Path:
 def test_train_with_clipfusion_prompts_checkpoints_them(tmp_path):
     rig = _clip_file_rig(tmp_path)
     clips = _tiny_clips()
-    run = training.TrainConfig(steps=2, batch=2, every=1, seed=3)
+    run = training.TrainConfig(steps=2, batch=2, every=1, seed=3, probe_crops=8)
     losses = training.train(run, clips, tmp_path / "w.pt", tmp_path / "ck.pt", progress=False, clip_rig=rig)
     assert "clip" in losses and np.isfinite(losses["clip"]) and losses["clip"] > 0
     state = torch.load(tmp_path / "ck.pt", weights_only=False)
@@ -310,7 +310,7 @@ def test_clipfusion_refits_the_prompts_on_the_network_s_fused_images_every_k_ste
     monkeypatch.setattr(PromptTargets, "fit", recording_fit)
     rig = _clip_file_rig(tmp_path)
     run = training.TrainConfig(model=model, steps=5, batch=1, every=5, seed=3, crop=64 if model == "spg" else 160,
-                               refit_every=2)
+                               refit_every=2, probe_crops=8)
     losses = training.train(run, _tiny_clips(), tmp_path / "w.pt", tmp_path / "ck.pt", progress=False, clip_rig=rig)
     assert "clip" in losses and np.isfinite(losses["clip"])
     # The first fit has no fused images; a refit after steps 2 and 4 learns from the network's own.

@@ -20,6 +20,7 @@ _NUMBERS = {
     "every": ("N", "checkpoint every N steps"),
     "refit_every": ("K", "with --clipfusion: refit the prompts on the current fused images every K steps "
                          "(CLIPFusion's adaptive learning; 0: fit once)"),
+    "probe_crops": ("N", "with --clipfusion: crops the prompts are fitted and refitted on"),
 }
 
 

@@ -40,13 +40,16 @@ class TrainConfig:
     #: With CLIPFusion's prompts: refit them on the network's current fused images every this
     #: many steps (CLIPFusion's adaptive learning); 0: fit once, before training.
     refit_every: int = 0
+    #: With CLIPFusion's prompts: the fixed crops they are fitted and refitted on (the refit
+    #: fuses them all in one batch: fewer need less memory and time, and say less per fit).
+    probe_crops: int = 64
 
     def __post_init__(self):
         if self.model not in TRAINABLE:
             raise ValueError(f"model: expected one of {', '.join(TRAINABLE)}, got {self.model!r}")
         if not isinstance(self.crop, int) or self.crop < 32 or self.crop % 16:
             raise ValueError(f"crop: expected a multiple of 16 of at least 32, got {self.crop!r}")
-        for name in ("steps", "batch", "every"):
+        for name in ("steps", "batch", "every", "probe_crops"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected a whole number >= 1, got {getattr(self, name)!r}")
         if not isinstance(self.refit_every, int) or self.refit_every < 0:
@@ -171,9 +174,8 @@ def _batch(clips: list[np.ndarray], cfg: TrainConfig, rng: np.random.Generator, 
     return (batch,), {"prior": (sem_ir, sem_vis), "mask": mask}
 
 
-#: Probe crops the prompts are fitted on, and Adam steps of each refit (the first fit takes
-#: clipfusion.FIT_STEPS from scratch; a refit starts from the fitted prompts).
-PROBE_CROPS = 64
+#: Adam steps of each refit of the prompts (the first fit takes clipfusion.FIT_STEPS from
+#: scratch; a refit starts from the fitted prompts).
 REFIT_STEPS = 60
 
 
@@ -181,7 +183,7 @@ def _probe(clips: list[np.ndarray], cfg: TrainConfig):
     """The fixed crops (frame t) the prompts are fitted and refitted on."""
     import torch
 
-    return torch.from_numpy(sample(clips, PROBE_CROPS, np.random.default_rng(cfg.seed + 1)))
+    return torch.from_numpy(sample(clips, cfg.probe_crops, np.random.default_rng(cfg.seed + 1)))
 
 
 def _refit(targets, net, clips: list[np.ndarray], cfg: TrainConfig) -> float:
