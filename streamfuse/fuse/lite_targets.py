@@ -20,6 +20,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from streamfuse.models.lite import shrink
+
 #: Background of the target detector (px, full resolution), computed at 1/4 size.
 BACKGROUND_SIGMA = 15.0
 #: A pixel starts to count as a target HOT_LOW spreads above the excess's mean and fully at HOT_HIGH.
@@ -54,7 +56,7 @@ def destripe(a: np.ndarray) -> np.ndarray:
 def background(x: np.ndarray, sigma: float = BACKGROUND_SIGMA) -> np.ndarray:
     """The Gaussian background of `sigma` px, computed at 1/4 size (HxW float32)."""
     h, w = x.shape
-    small = cv2.resize(x, (max(1, w // 4), max(1, h // 4)), interpolation=cv2.INTER_AREA)
+    small = shrink(x, (max(1, h // 4), max(1, w // 4)))
     small = cv2.GaussianBlur(small, (0, 0), sigma / 4, borderType=cv2.BORDER_REFLECT_101)
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
@@ -123,11 +125,11 @@ def fill_outside(a: np.ndarray, inside: np.ndarray) -> np.ndarray:
     nearby (a normalised box of FILL_RADIUS px at 1/4 size), so there is no edge to keep."""
     hard = inside > 0.5
     h, w = a.shape
-    size = (max(1, w // 4), max(1, h // 4))
+    size = (max(1, h // 4), max(1, w // 4))
     k = 2 * (FILL_RADIUS // 4) + 1
     weight = hard.astype(np.float32)
-    num = cv2.blur(cv2.resize(a * weight, size, interpolation=cv2.INTER_AREA), (k, k))
-    den = cv2.blur(cv2.resize(weight, size, interpolation=cv2.INTER_AREA), (k, k))
+    num = cv2.blur(shrink(a * weight, size), (k, k))
+    den = cv2.blur(shrink(weight, size), (k, k))
     level = float(a[hard].mean()) if hard.any() else 0.5
     fill = np.where(den > 1e-3, num / np.maximum(den, 1e-3), level).astype(np.float32)
     out = a.copy()

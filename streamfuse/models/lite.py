@@ -124,7 +124,13 @@ class Prepared:
     grain: tuple[float, float] = (0.0, 0.0)   # `grain_sigma` of a and b (0..1)
 
 
-def _area(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def shrink(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`x` area-averaged down to `size` (h, w). An exact 1/4 goes as two halvings: OpenCV's
+    2x area path is ~2.5x faster than its general one (0.07 against 0.16 ms at 640x512), with
+    the same means to float rounding."""
+    h, w = x.shape[:2]
+    if (h, w) == (4 * size[0], 4 * size[1]):
+        x = cv2.resize(x, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
     return cv2.resize(x, (size[1], size[0]), interpolation=cv2.INTER_AREA)
 
 
@@ -173,9 +179,9 @@ def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | No
     noise = noise if noise is not None else (noise_sigma(a), noise_sigma(b))
     out, lows = [], []
     for x, sigma in zip((a, b), noise):
-        m = _area(x, size)
-        sd = np.sqrt(np.maximum(_area(x * x, size) - m * m, 0.0) + 1e-6)
-        sal = _area(np.abs(cv2.Laplacian(x, cv2.CV_32F)), size)
+        m = shrink(x, size)
+        sd = np.sqrt(np.maximum(shrink(x * x, size) - m * m, 0.0) + 1e-6)
+        sal = shrink(np.abs(cv2.Laplacian(x, cv2.CV_32F)), size)
         floor = NOISE_MARGIN * LAPLACIAN_OF_NOISE * sigma
         sal = np.sqrt(np.maximum(sal * sal - floor * floor, 0.0))
         sal = cv2.GaussianBlur(sal, (0, 0), SALIENCY_SIGMA, borderType=cv2.BORDER_REFLECT_101)
@@ -221,7 +227,7 @@ def apply_numpy(a: np.ndarray, b: np.ndarray, probs: np.ndarray, prepared: Prepa
     detail = b - _up(base_b, shape)
     detail += detail_w * (a - b - _up(base_a - base_b, shape))
     size = w_d.shape
-    contrast = np.sqrt(cv2.GaussianBlur(_area(detail * detail, size), (0, 0), CONTRAST_SIGMA,
+    contrast = np.sqrt(cv2.GaussianBlur(shrink(detail * detail, size), (0, 0), CONTRAST_SIGMA,
                                         borderType=cv2.BORDER_REFLECT_101)) * 255.0
     grain = 255.0 * (prepared.grain[1] + w_d * (prepared.grain[0] - prepared.grain[1]))
     signal = np.clip(1.0 - (BOOST_GRAIN * grain) ** 2 / (contrast * contrast + 1e-6), 0.0, 1.0)
