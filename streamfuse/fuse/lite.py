@@ -73,7 +73,9 @@ class LiteFuser(Fuser):
 
     def fuse(self, ir: np.ndarray, vis: np.ndarray, prior=None) -> np.ndarray:
         check_inputs(ir, vis)
-        a = targets.destripe(ir_to_u8(ir).astype(np.float32) * (1.0 / 255.0))
+        a = ir_to_u8(ir).astype(np.float32)
+        a *= 1.0 / 255.0  # in place: a full-size temporary less (as below)
+        a = targets.destripe(a)
         inside = self._view.update(ir)
         if inside is not None:
             a = targets.fill_outside(a, inside)
@@ -97,7 +99,8 @@ class LiteFuser(Fuser):
         return lite.probabilities_numpy(maps, None if emphasis is None else emphasis[0]), prepared
 
     def _fuse_luma(self, a: np.ndarray, luma: np.ndarray, prior, inside: np.ndarray | None) -> np.ndarray:
-        b = luma.astype(np.float32) * (1.0 / 255.0)
+        b = luma.astype(np.float32)
+        b *= 1.0 / 255.0
         probs, prepared = self.probabilities(a, b, prior)
         fused = lite.apply_numpy(a, b, probs, prepared)
         fused, self._excess = targets.lift_targets(fused, a, self._noise[0])
@@ -113,10 +116,12 @@ class LiteFuser(Fuser):
         last = self._last_out
         if last is not None and last.shape == fused.shape:
             change = fused - last
-            follow = np.abs(cv2.blur(change, (3, 3)))
+            follow = cv2.blur(change, (3, 3))
+            np.abs(follow, out=follow)
             follow *= 1.0 / NOISE_LEVEL
             np.clip(follow, NOISE_FOLLOW, 1.0, out=follow)
-            fused = last + follow * change
+            change *= follow
+            fused = np.add(last, change, out=change)
         self._last_out = fused
         return fused
 

@@ -80,9 +80,12 @@ def lift_targets(fused: np.ndarray, a: np.ndarray, noise: float) -> tuple[np.nda
     weight = hot_weight(half, noise)
     if not weight.any():
         return fused, half
-    shortfall = TARGET_GAIN * excess - (fused - background(fused))
+    own = fused - background(fused)
+    shortfall = TARGET_GAIN * excess
+    shortfall -= own
     np.maximum(shortfall, 0.0, out=shortfall)
-    return fused + cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR) * shortfall, half
+    shortfall *= cv2.resize(weight, (w, h), interpolation=cv2.INTER_LINEAR)
+    return np.add(fused, shortfall, out=shortfall), half
 
 
 def fov_mask(ir: np.ndarray) -> np.ndarray | None:

@@ -181,7 +181,8 @@ def features_numpy(a: np.ndarray, b: np.ndarray, noise: tuple[float, float] | No
     for x, sigma in zip((a, b), noise):
         m = shrink(x, size)
         sd = np.sqrt(np.maximum(shrink(x * x, size) - m * m, 0.0) + 1e-6)
-        sal = shrink(np.abs(cv2.Laplacian(x, cv2.CV_32F)), size)
+        laplacian = cv2.Laplacian(x, cv2.CV_32F)
+        sal = shrink(np.abs(laplacian, out=laplacian), size)
         floor = NOISE_MARGIN * LAPLACIAN_OF_NOISE * sigma
         sal = np.sqrt(np.maximum(sal * sal - floor * floor, 0.0))
         sal = cv2.GaussianBlur(sal, (0, 0), SALIENCY_SIGMA, borderType=cv2.BORDER_REFLECT_101)
@@ -210,7 +211,9 @@ def _guided_up(guide: np.ndarray, guide_low: np.ndarray, p_low: np.ndarray) -> n
     var_i = _box(guide_low * guide_low, r) - mean_i * mean_i
     coef = (_box(guide_low * p_low, r) - mean_i * mean_p) / (var_i + GUIDE_EPS)
     offset = mean_p - coef * mean_i
-    return cv2.add(cv2.multiply(_up(_box(coef, r), guide.shape), guide), _up(_box(offset, r), guide.shape))
+    out = _up(_box(coef, r), guide.shape)
+    cv2.multiply(out, guide, dst=out)
+    return cv2.add(out, _up(_box(offset, r), guide.shape), dst=out)
 
 
 def apply_numpy(a: np.ndarray, b: np.ndarray, probs: np.ndarray, prepared: Prepared) -> np.ndarray:
