@@ -269,6 +269,19 @@ def test_train_says_in_one_line_what_is_wrong_with_its_clips(tmp_path, capsys):
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_train_options_of_clipfusion_need_it_and_are_named_as_typed(capsys):
+    from streamfuse.cli import main
+
+    cases = {("--refit-every", "2"): "--refit-every refits CLIPFusion's prompts; add --clipfusion RIG",
+             ("--probe-crops", "8"): "--probe-crops are the crops CLIPFusion's prompts are fitted on; add --clipfusion",
+             ("--probe-crops", "0"): "train: --probe-crops: expected a whole number >= 1, got 0",
+             ("--refit-every", "-1"): "train: --refit-every: expected a whole number >= 0, got -1"}
+    for option, message in cases.items():
+        assert main(["train", *option, "--steps", "1", "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
 def _clip_file_rig(tmp_path) -> Path:
     """A rig whose CLIP has its weights in a file, built by the same code as the real ones (tiny, random)."""
     open_clip = pytest.importorskip("open_clip")

@@ -62,10 +62,13 @@ def run_train(args) -> int:
     try:
         cfg = TrainConfig(model=args.model, **{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
                                                 if f.name in _NUMBERS})
-    except ValueError as exc:
-        raise UsageError(f"train: --{exc}") from None
+    except ValueError as exc:  # "field: message", the field named as its option
+        field, _, message = str(exc).partition(":")
+        raise UsageError(f"train: --{field.replace('_', '-')}:{message}") from None
     if cfg.refit_every and args.clipfusion is None:
         raise UsageError("train: --refit-every refits CLIPFusion's prompts; add --clipfusion RIG")
+    if cfg.probe_crops != TrainConfig.probe_crops and args.clipfusion is None:
+        raise UsageError("train: --probe-crops are the crops CLIPFusion's prompts are fitted on; add --clipfusion RIG")
     if args.priors is not None and cfg.model != "spg":
         raise UsageError(f"train: --priors works with --model spg ({cfg.model} has no prior input)")
     try:
