@@ -77,8 +77,11 @@ def test_ray_outputs_equal_the_local_path_and_a_corrupt_archive_fails_alone(clus
 
 
 def test_a_worker_killed_mid_job_is_retried_and_writes_the_same_file(cluster, tmp_path):
+    length = 400
     (item,) = discover([data_path("video", "m3svd_mp4", "0117_1605")])
-    spec = JobSpec(item, tmp_path / "ray", mode="pyramid", max_frames=90)
+    # Nearly the whole clip (407 frames): progress comes every 0.5 s, so the job must outlast
+    # that on a fast machine (90 frames of pyramid were done in under 0.5 s).
+    spec = JobSpec(item, tmp_path / "ray", mode="pyramid", max_frames=length)
     spec.out_dir.mkdir()
     killed = []
 
@@ -90,8 +93,8 @@ def test_a_worker_killed_mid_job_is_retried_and_writes_the_same_file(cluster, tm
     summary = refuse_all([spec], use_ray=True, show_progress=False, on_progress=kill_once)
     assert killed, "the job ended before a progress report came"
     (result,) = summary.results
-    assert (result.status, result.frames) == ("done", 90), result.errors
-    local = JobSpec(item, tmp_path / "local", mode="pyramid", max_frames=90)
+    assert (result.status, result.frames) == ("done", length), result.errors
+    local = JobSpec(item, tmp_path / "local", mode="pyramid", max_frames=length)
     local.out_dir.mkdir()
     assert run_job(local).status == "done"
     got, want = decode(spec.output), decode(local.output)
