@@ -77,6 +77,9 @@ def test_the_numpy_network_pools_and_convolves_like_torch_layers():
     out = lite._conv3x3(x, w, np.array([0.5, 0.0], np.float32), 2)
     assert np.array_equal(out[0], x[0] + 0.5)
     assert np.array_equal(out[1][2:, 2:], x[1][:-2, :-2]) and not out[1][:2].any() and not out[1][:, :2].any()
+    # A dilation beyond the map (small frames): the off-centre taps see only padding.
+    wide = lite._conv3x3(x, w, np.array([0.5, 0.0], np.float32), 6)
+    assert np.array_equal(wide[0], x[0] + 0.5) and not wide[1].any()
 
 
 def test_the_edge_of_the_ir_field_of_view_leaves_no_edge():

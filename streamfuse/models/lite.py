@@ -330,15 +330,24 @@ def _conv3x3(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, dilation: int)
     c, h, w = x.shape
     windows = np.zeros((3, 3, c, h, w), np.float32)  # the zeros are the padding
     for i in range(3):
-        dy = (i - 1) * dilation
+        rows = _shifted((i - 1) * dilation, h)
         for j in range(3):
-            dx = (j - 1) * dilation
-            windows[i, j, :, max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)] = \
-                x[:, max(0, dy):h - max(0, -dy), max(0, dx):w - max(0, -dx)]
+            cols = _shifted((j - 1) * dilation, w)
+            if rows and cols:  # a shift beyond the map leaves only padding
+                windows[i, j, :, rows[0], cols[0]] = x[:, rows[1], cols[1]]
     flat = weight.transpose(0, 2, 3, 1).reshape(weight.shape[0], 9 * c)   # (out, (i, j, in))
     out = flat @ windows.reshape(9 * c, h * w)
     out += bias[:, None]
     return out.reshape(-1, h, w)
+
+
+def _shifted(shift: int, n: int) -> tuple[slice, slice] | None:
+    """(destination, source) slices of an axis of length `n` for a window shifted by `shift`
+    (the source index is the destination's plus `shift`); None when nothing overlaps."""
+    start, stop = max(0, -shift), min(n, n - shift)
+    if start >= stop:
+        return None
+    return slice(start, stop), slice(start + shift, stop + shift)
 
 
 def _pool2(x: np.ndarray) -> np.ndarray:
