@@ -273,7 +273,7 @@ def test_train_options_of_clipfusion_need_it_and_are_named_as_typed(capsys):
     from streamfuse.cli import main
 
     cases = {("--refit-every", "2"): "--refit-every refits CLIPFusion's prompts; add --clipfusion RIG",
-             ("--probe-crops", "8"): "--probe-crops are the crops CLIPFusion's prompts are fitted on; add --clipfusion",
+             ("--probe-crops", "8"): "--probe-crops sets how many crops CLIPFusion's prompts are fitted on; add --clipfusion",
              ("--probe-crops", "0"): "train: --probe-crops: expected a whole number >= 1, got 0",
              ("--refit-every", "-1"): "train: --refit-every: expected a whole number >= 0, got -1"}
     for option, message in cases.items():

@@ -68,7 +68,7 @@ def run_train(args) -> int:
     if cfg.refit_every and args.clipfusion is None:
         raise UsageError("train: --refit-every refits CLIPFusion's prompts; add --clipfusion RIG")
     if cfg.probe_crops != TrainConfig.probe_crops and args.clipfusion is None:
-        raise UsageError("train: --probe-crops are the crops CLIPFusion's prompts are fitted on; add --clipfusion RIG")
+        raise UsageError("train: --probe-crops sets how many crops CLIPFusion's prompts are fitted on; add --clipfusion RIG")
     if args.priors is not None and cfg.model != "spg":
         raise UsageError(f"train: --priors works with --model spg ({cfg.model} has no prior input)")
     try:
