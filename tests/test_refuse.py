@@ -6,10 +6,15 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 from helpers import data_path, streamfuse
-from refuse_helpers import decode, write_small_rig
+from refuse_helpers import (
+    LONG_FRAMES,
+    assert_as_if_uninterrupted,
+    decode,
+    long_job,
+    write_small_rig,
+)
 
 from streamfuse.errors import UsageError
 from streamfuse.refuse.inputs import discover
@@ -105,15 +110,9 @@ def test_a_local_worker_that_dies_is_replaced_and_its_job_run_again(tmp_path):
     import os
     import signal
 
-    from streamfuse.refuse.job import JobSpec, run_job
     from streamfuse.refuse.runner import refuse_all
 
-    # Nearly the whole clip (407 frames), so the job outlasts the 0.2 s between looks at the
-    # progress queue on a fast machine: with 20 frames it could end before the kill landed.
-    length = 400
-    (item,) = discover([data_path("video", "m3svd_mp4", "0117_1605")])
-    spec = JobSpec(item, tmp_path / "killed", mode="pyramid", max_frames=length)
-    spec.out_dir.mkdir()
+    spec = long_job(tmp_path / "killed")  # long enough that the kill lands while it runs
     pids = []
 
     def kill_first_worker(name, frames, pid):
@@ -125,12 +124,8 @@ def test_a_local_worker_that_dies_is_replaced_and_its_job_run_again(tmp_path):
 
     summary = refuse_all([spec], workers=1, show_progress=False, on_progress=kill_first_worker)
     assert len(pids) == 2  # the job started in a second worker after the first was killed
-    assert (summary.results[0].status, summary.results[0].frames) == ("done", length)
-    whole = JobSpec(item, tmp_path / "whole", mode="pyramid", max_frames=length)
-    whole.out_dir.mkdir()
-    assert run_job(whole).status == "done"
-    got, want = decode(spec.output), decode(whole.output)
-    assert got[1] == want[1] and all(np.array_equal(a, b) for a, b in zip(got[0], want[0]))
+    assert (summary.results[0].status, summary.results[0].frames) == ("done", LONG_FRAMES)
+    assert_as_if_uninterrupted(spec, tmp_path / "whole")
 
 
 def test_a_rig_file_gives_the_jobs_its_settings(tmp_path):

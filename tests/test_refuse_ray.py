@@ -10,10 +10,14 @@ import signal
 import numpy as np
 import pytest
 from helpers import data_path, streamfuse
-from refuse_helpers import decode, write_small_rig
+from refuse_helpers import (
+    LONG_FRAMES,
+    assert_as_if_uninterrupted,
+    decode,
+    long_job,
+    write_small_rig,
+)
 
-from streamfuse.refuse.inputs import discover
-from streamfuse.refuse.job import JobSpec, run_job
 from streamfuse.refuse.runner import refuse_all
 
 try:
@@ -77,12 +81,7 @@ def test_ray_outputs_equal_the_local_path_and_a_corrupt_archive_fails_alone(clus
 
 
 def test_a_worker_killed_mid_job_is_retried_and_writes_the_same_file(cluster, tmp_path):
-    length = 400
-    (item,) = discover([data_path("video", "m3svd_mp4", "0117_1605")])
-    # Nearly the whole clip (407 frames): progress comes every 0.5 s, so the job must outlast
-    # that on a fast machine (90 frames of pyramid were done in under 0.5 s).
-    spec = JobSpec(item, tmp_path / "ray", mode="pyramid", max_frames=length)
-    spec.out_dir.mkdir()
+    spec = long_job(tmp_path / "ray")  # long enough that a progress report comes while it runs
     killed = []
 
     def kill_once(name, frames, pid):
@@ -93,10 +92,6 @@ def test_a_worker_killed_mid_job_is_retried_and_writes_the_same_file(cluster, tm
     summary = refuse_all([spec], use_ray=True, show_progress=False, on_progress=kill_once)
     assert killed, "the job ended before a progress report came"
     (result,) = summary.results
-    assert (result.status, result.frames) == ("done", length), result.errors
-    local = JobSpec(item, tmp_path / "local", mode="pyramid", max_frames=length)
-    local.out_dir.mkdir()
-    assert run_job(local).status == "done"
-    got, want = decode(spec.output), decode(local.output)
-    assert got[1] == want[1] and all(np.array_equal(a, b) for a, b in zip(got[0], want[0]))
+    assert (result.status, result.frames) == ("done", LONG_FRAMES), result.errors
+    assert_as_if_uninterrupted(spec, tmp_path / "local")
     assert not (spec.out_dir / ".refuse-work").exists()
